@@ -1,0 +1,71 @@
+"""keylimit: API keys and plan-aware rate limits for any ASGI inference server."""
+
+from __future__ import annotations
+
+from ._clock import Clock, ManualClock
+from ._config import Config
+from ._errors import (
+    AuthThrottled,
+    BadRequest,
+    ConfigurationError,
+    HTTPError,
+    InsufficientScope,
+    InvalidKey,
+    KeylimitError,
+    KeyStoreUnavailable,
+    LimitStorageUnavailable,
+    MissingKey,
+    NotFound,
+    RateLimited,
+    RequestTooLarge,
+    StorageUnavailable,
+)
+from ._hashing import Argon2Params, Hasher
+from ._keys import KeyFormat, ParsedKey
+from ._manager import KeyManager
+from ._models import Account, KeyRecord, KeyStatus, KeyType, Limits, Principal, Scope
+from ._plans import DEFAULT_PLANS, Plans
+from .backends import Decision, LimitBackend, open_limit_backend
+from .stores import KeyStore, StoreEvent, open_key_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_PLANS",
+    "Account",
+    "Argon2Params",
+    "AuthThrottled",
+    "BadRequest",
+    "Clock",
+    "Config",
+    "ConfigurationError",
+    "Decision",
+    "HTTPError",
+    "Hasher",
+    "InsufficientScope",
+    "InvalidKey",
+    "KeyFormat",
+    "KeyManager",
+    "KeyRecord",
+    "KeyStatus",
+    "KeyStore",
+    "KeyStoreUnavailable",
+    "KeyType",
+    "KeylimitError",
+    "LimitBackend",
+    "LimitStorageUnavailable",
+    "Limits",
+    "ManualClock",
+    "MissingKey",
+    "NotFound",
+    "ParsedKey",
+    "Plans",
+    "Principal",
+    "RateLimited",
+    "RequestTooLarge",
+    "Scope",
+    "StorageUnavailable",
+    "StoreEvent",
+    "open_key_store",
+    "open_limit_backend",
+]

@@ -1,0 +1,59 @@
+"""The limit backend seam: atomic admission on three dimensions, and settlement afterwards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+Vector = tuple[int, int, int]
+"""(requests, prompt tokens, completion tokens)."""
+
+DIMENSIONS = ("requests", "prompt_tokens", "completion_tokens")
+REQUESTS, PROMPT, COMPLETION = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one admission, with everything the headers and a 429 need."""
+
+    allowed: bool
+    limits: Vector
+    used: tuple[float, float, float]
+    """Weighted use of the sliding window before this request."""
+    remaining: Vector
+    """What is left now: after this request's charge when allowed."""
+    reset_at: float
+    """Unix time at which the current (clock-aligned) window ends."""
+    retry_after: float
+    """Seconds until enough budget frees for the refused request; 0 when allowed."""
+    exceeded: int | None
+    """Index into ``DIMENSIONS`` of the limit that refused; None when allowed."""
+    requested: Vector
+    """What the request needed to fit."""
+    window: float
+
+
+@runtime_checkable
+class LimitBackend(Protocol):
+    """Sliding-window counters per identity, O(1) memory per identity and dimension.
+
+    ``acquire`` admits when, for every dimension with ``need > 0``, the window's weighted
+    use plus ``need`` fits the limit; then and only then it adds ``charge`` to every
+    dimension (atomically: a refusal charges nothing). ``adjust`` adds a (possibly
+    negative) settlement to the current window. Both raise ``LimitStorageUnavailable``
+    when storage fails.
+    """
+
+    window: float
+
+    async def acquire(self, key: str, limits: Vector, charge: Vector, need: Vector, now: float) -> Decision: ...
+
+    async def adjust(self, key: str, delta: Vector, now: float) -> None: ...
+
+    async def peek(self, key: str, limits: Vector, now: float) -> Decision:
+        """Where ``key`` stands, charging nothing (need is zero)."""
+
+    async def ping(self) -> None:
+        """Raise ``LimitStorageUnavailable`` unless storage answers."""
+
+    async def aclose(self) -> None: ...
