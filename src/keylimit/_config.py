@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from ._clock import Clock, system_clock
 from ._errors import ConfigurationError
@@ -161,8 +162,11 @@ def _key_store_url(value: object, var: str) -> str:
     if scheme not in KEY_SCHEMES:
         known = ", ".join(f"{s}://" for s in KEY_SCHEMES)
         raise ConfigurationError(f"{var}: unknown store {redact_url(url)!r} (expected one of {known})")
-    if scheme == "sqlite" and url.partition("://")[2] in ("", "/"):
-        raise ConfigurationError(f"{var}: a SQLite URL needs a file path, like sqlite:///keylimit.db")
+    if scheme == "sqlite" and (url.partition("://")[2] in ("", "/") or urlsplit(url).netloc):
+        raise ConfigurationError(
+            f"{var}: a SQLite URL has three slashes before a relative path (sqlite:///keylimit.db) "
+            "and four before an absolute one (sqlite:////var/lib/keylimit.db)"
+        )
     return url
 
 

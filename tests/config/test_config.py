@@ -218,7 +218,8 @@ def env_err(environ: dict[str, str]) -> str:
         # URLs
         ("KEYLIMIT_KEYS_URL", "postgres://db/keys", "KEYLIMIT_KEYS_URL: unknown store 'postgres://db/keys'"),
         ("KEYLIMIT_KEYS_URL", "keys.db", "KEYLIMIT_KEYS_URL: unknown store 'keys.db'"),
-        ("KEYLIMIT_KEYS_URL", "sqlite://", "KEYLIMIT_KEYS_URL: a SQLite URL needs a file path"),
+        ("KEYLIMIT_KEYS_URL", "sqlite://", "KEYLIMIT_KEYS_URL: a SQLite URL has three slashes before a relative"),
+        ("KEYLIMIT_KEYS_URL", "sqlite://keys.db", "KEYLIMIT_KEYS_URL: a SQLite URL has three slashes before"),
         ("KEYLIMIT_LIMITS_URL", "postgres://db", "KEYLIMIT_LIMITS_URL: unknown storage 'postgres://db'"),
         ("KEYLIMIT_LIMITS_URL", "nowhere", "KEYLIMIT_LIMITS_URL: unknown storage 'nowhere'"),
         # numbers
