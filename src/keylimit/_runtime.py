@@ -1,0 +1,45 @@
+"""Building the working parts from a ``Config``: the one place Protect, the management app,
+the CLI and the demo get their store, hasher, key format, plans and ``KeyManager`` from."""
+
+from __future__ import annotations
+
+from ._config import Config
+from ._hashing import Hasher
+from ._keys import KeyFormat
+from ._manager import KeyManager
+from ._plans import Plans
+from .backends import LimitBackend, open_limit_backend
+from .stores import KeyStore, open_key_store
+
+
+def key_store(config: Config) -> KeyStore:
+    """The store ``KEYLIMIT_KEYS_URL`` names (not yet started; the caller closes it)."""
+    return open_key_store(config.keys_url)
+
+
+def limit_backend(config: Config) -> LimitBackend:
+    """The limit storage ``KEYLIMIT_LIMITS_URL`` names, counting in ``window_seconds`` windows."""
+    return open_limit_backend(config.limits_url, config.window_seconds)
+
+
+def hasher(config: Config) -> Hasher:
+    return Hasher(config.argon2)
+
+
+def key_format(config: Config) -> KeyFormat:
+    return KeyFormat(config.key_prefix)
+
+
+def plans(config: Config) -> Plans:
+    return Plans(config.plans, config.default_plan)
+
+
+def key_manager(config: Config, store: KeyStore | None = None) -> KeyManager:
+    """A ``KeyManager`` over ``store`` (by default a new one from ``KEYLIMIT_KEYS_URL``)."""
+    return KeyManager(
+        key_store(config) if store is None else store,
+        key_format=key_format(config),
+        hasher=hasher(config),
+        plans=plans(config),
+        clock=config.clock,
+    )
