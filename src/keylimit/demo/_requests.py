@@ -103,7 +103,10 @@ def completion_request(body: Mapping[str, Any]) -> CompletionRequest:
     prompts = _texts_or_token_arrays(prompt, "prompt")
     # OpenAI's legacy completions stop at 16 tokens when max_tokens is not given.
     limit = _optional(body, "max_tokens", int, minimum=1)
-    return CompletionRequest(prompts=prompts, sampling=_sampling(body, 16 if limit is None else limit))
+    sampling = _sampling(body, 16 if limit is None else limit)
+    if len(prompts) * sampling.n > _MAX_CHOICES:
+        raise _invalid_value("n", f"expected at most {_MAX_CHOICES} choices in all (prompts times n)")
+    return CompletionRequest(prompts=prompts, sampling=sampling)
 
 
 def embedding_request(body: Mapping[str, Any]) -> EmbeddingRequest:
