@@ -22,9 +22,13 @@ def new_state(index: int) -> State:
 
 
 def roll(state: State, index: int) -> None:
-    """Bring ``state`` to window ``index`` in place."""
+    """Bring ``state`` to window ``index`` in place.
+
+    A state already at a later window (a caller whose clock lags another's, on shared
+    storage) is left as it is: the request counts in the newest window.
+    """
     held = int(state[0])
-    if held == index:
+    if held >= index:
         return
     if held == index - 1:
         state[4:7] = state[1:4]

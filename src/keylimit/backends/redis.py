@@ -1,0 +1,182 @@
+"""``redis://``, ``rediss://``, ``redis+cluster://``: the fast path, one script per admission.
+
+An identity's whole state is one small hash ``kl:rl:{<identity>}`` (the braces are the
+cluster hash tag) holding the window index and the current and previous counts of the
+three dimensions, with a TTL of about two windows. The acquire script rolls, checks and
+charges it atomically and returns the rolled counts from before the charge; the
+``Decision`` is then computed in Python by ``_window``, the same code as the memory
+backend's, with the same floating-point operations as the script, so both agree exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import TYPE_CHECKING, Any
+
+from .._errors import LimitStorageUnavailable
+from .._redis import redact_url, redis_client
+from . import _window
+from ._base import Decision, Vector
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+    from redis.commands.core import AsyncScript
+
+SETTING = "KEYLIMIT_LIMITS_URL"
+FIELDS = ("i", "r", "p", "c", "R", "P", "C")
+"""Hash fields: window index, current requests/prompt/completion, previous ones."""
+
+# Shared by both scripts: the state of KEYS[1] rolled to the window of ARGV[1] (now).
+# A caller whose clock lags behind the stored window counts in the stored window, as
+# ``_window.roll`` does.
+_ROLL = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local index = math.floor(now / window)
+local frac = (now - index * window) / window
+local s = redis.call('HMGET', KEYS[1], 'i', 'r', 'p', 'c', 'R', 'P', 'C')
+local held = tonumber(s[1])
+local v = {0, 0, 0, 0, 0, 0}
+if held ~= nil and held >= index - 1 then
+  for n = 1, 6 do v[n] = tonumber(s[n + 1]) or 0 end
+  if held == index - 1 then
+    v[4], v[5], v[6] = v[1], v[2], v[3]
+    v[1], v[2], v[3] = 0, 0, 0
+  else
+    index = held
+  end
+end
+local function f(x) return string.format('%.17g', x) end
+local function store()
+  redis.call('HSET', KEYS[1], 'i', f(index), 'r', f(v[1]), 'p', f(v[2]), 'c', f(v[3]),
+    'R', f(v[4]), 'P', f(v[5]), 'C', f(v[6]))
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+"""
+
+# ARGV: now, window, ttl ms, limits x3, charge x3, need x3.
+# Returns {allowed, index, cur x3, prev x3} (before the charge) as strings: integer
+# replies would truncate. The comparison repeats ``_window.first_exceeded`` operation
+# for operation, so that Python reaches the same verdict from the returned counts.
+ACQUIRE = (
+    _ROLL
+    + """
+local out = {'1', f(index), f(v[1]), f(v[2]), f(v[3]), f(v[4]), f(v[5]), f(v[6])}
+for d = 1, 3 do
+  local need = tonumber(ARGV[9 + d])
+  if need > 0 and v[3 + d] * (1 - frac) + v[d] + need > tonumber(ARGV[3 + d]) then
+    out[1] = '0'
+    return out
+  end
+end
+for d = 1, 3 do v[d] = v[d] + tonumber(ARGV[6 + d]) end
+store()
+return out
+"""
+)
+
+# ARGV: now, window, ttl ms, delta x3. A count never goes below zero.
+ADJUST = (
+    _ROLL
+    + """
+local touched = false
+for d = 1, 3 do
+  local delta = tonumber(ARGV[3 + d])
+  if delta ~= 0 then
+    v[d] = math.max(0, v[d] + delta)
+    touched = true
+  end
+end
+if touched and (held ~= nil or v[1] + v[2] + v[3] > 0) then store() end
+return 1
+"""
+)
+
+
+def state_key(identity: str) -> str:
+    """The hash of ``identity``. Braces are escaped so that the hash tag stays the identity's."""
+    tag = identity.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+    return f"kl:rl:{{{tag}}}"
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    from redis.exceptions import RedisClusterException, RedisError
+
+    return (RedisError, RedisClusterException, OSError)
+
+
+class RedisBackend:
+    """Sliding-window counters in Redis: admission and settlement are one command each."""
+
+    def __init__(self, client: Redis | RedisCluster, window: float = 60.0, *, url: str = "redis://") -> None:
+        if not window > 0:
+            raise ValueError("window must be positive")
+        self.window = float(window)
+        self._client = client
+        self._url = redact_url(url)
+        self._ttl_ms = str(math.ceil(2 * self.window * 1000) + 1000)
+        self._acquire: AsyncScript = client.register_script(ACQUIRE)
+        self._adjust: AsyncScript = client.register_script(ADJUST)
+        self._errors = _storage_errors()
+
+    @classmethod
+    def from_url(cls, url: str, window: float, *, timeout: float = 2.0) -> RedisBackend:
+        return cls(redis_client(url, timeout=timeout, setting=SETTING), window, url=url)
+
+    @property
+    def redacted_url(self) -> str:
+        """The storage URL without its password."""
+        return self._url
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self._url!r}, window={self.window!r})"
+
+    def _unavailable(self, exc: BaseException) -> LimitStorageUnavailable:
+        # The class name only: a Redis error message may quote the command and its keys.
+        return LimitStorageUnavailable(f"rate limit storage {self._url} unavailable ({type(exc).__name__})")
+
+    async def acquire(self, key: str, limits: Vector, charge: Vector, need: Vector, now: float) -> Decision:
+        args: list[str | int] = [repr(float(now)), repr(self.window), self._ttl_ms, *limits, *charge, *need]
+        try:
+            reply: list[Any] = await self._acquire(keys=[state_key(key)], args=args)
+        except self._errors as exc:
+            raise self._unavailable(exc) from None
+        state = [float(x) for x in reply[1:]]
+        decision = _window.decide(state, limits, charge, need, now, self.window)
+        if decision.allowed != (reply[0] in (b"1", "1")):  # pragma: no cover - same arithmetic on both sides
+            raise LimitStorageUnavailable(f"rate limit storage {self._url}: script and backend disagree")
+        return decision
+
+    async def adjust(self, key: str, delta: Vector, now: float) -> None:
+        if not any(delta):
+            return
+        args: list[str | int] = [repr(float(now)), repr(self.window), self._ttl_ms, *delta]
+        try:
+            await self._adjust(keys=[state_key(key)], args=args)
+        except self._errors as exc:
+            raise self._unavailable(exc) from None
+
+    async def peek(self, key: str, limits: Vector, now: float) -> Decision:
+        try:
+            raw: list[Any] = await self._client.hmget(state_key(key), list(FIELDS))
+        except self._errors as exc:
+            raise self._unavailable(exc) from None
+        index, _ = _window.position(now, self.window)
+        if raw[0] is None:
+            state = _window.new_state(index)
+        else:
+            state = [float(x or 0) for x in raw]
+            _window.roll(state, index)
+        return _window.decide(state, limits, (0, 0, 0), (0, 0, 0), now, self.window)
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except self._errors as exc:
+            raise self._unavailable(exc) from None
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(*self._errors):
+            await self._client.aclose()
