@@ -31,6 +31,9 @@ class Decision:
     requested: Vector
     """What the request needed to fit."""
     window: float
+    unknown: bool = False
+    """True when storage was unreachable and policy ``open`` admitted without counting:
+    ``used`` and ``remaining`` are not known (they read as zero use and the full limits)."""
 
 
 @runtime_checkable
