@@ -88,7 +88,7 @@ async def test_chat_prompt_tokens_count_every_message_and_text_part(client: http
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
 async def test_chat_max_tokens_cuts_the_text_and_says_length(client: httpx.AsyncClient, field: str) -> None:
     full = (await client.post("/chat/completions", json=chat())).json()["choices"][0]["message"]["content"]
-    response = await client.post("/chat/completions", json=chat(**{field: 3}))
+    response = await client.post("/chat/completions", json={**chat(), field: 3})
     body = response.json()
     [choice] = body["choices"]
     assert choice["finish_reason"] == "length"

@@ -176,6 +176,6 @@ def test_no_body_is_ever_a_500(path: str, body: object) -> None:
     elif response.headers["content-type"].startswith("text/event-stream"):
         assert response.text.endswith("data: [DONE]\n\n")
     elif path != "/embeddings":
-        body = response.json()
-        texts = [c["message"]["content"] if "message" in c else c["text"] for c in body["choices"]]
-        assert body["usage"]["completion_tokens"] == sum(count_tokens(t) for t in texts)
+        answer = response.json()
+        texts = [c["message"]["content"] if "message" in c else c["text"] for c in answer["choices"]]
+        assert answer["usage"]["completion_tokens"] == sum(count_tokens(t) for t in texts)
