@@ -182,7 +182,7 @@ def management_app(
         header = request.headers.get("authorization")
         scheme, _, token = (header or "").partition(" ")
         token = token.strip()
-        is_session = scheme.lower() == "bearer" and token and manager.key_format.parse(token) is None
+        is_session = scheme.lower() == "bearer" and bool(token) and manager.key_format.parse(token) is None
         if is_session and await verifier.verify(token, account_id):
             return
         client = request.client.host if request.client else None
