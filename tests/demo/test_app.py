@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import math
 import struct
 from typing import Any
@@ -8,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from keylimit.demo import MODEL_ID, count_tokens
+from keylimit.demo import MODEL_ID, count_tokens, demo_model_app
 
 from .conftest import sse_events
 
@@ -267,3 +269,52 @@ async def test_embeddings_as_base64_decode_to_the_same_floats(client: httpx.Asyn
     raw = base64.b64decode(encoded["data"][0]["embedding"])
     decoded = struct.unpack(f"<{len(raw) // 4}f", raw)
     assert decoded == pytest.approx(floats["data"][0]["embedding"], abs=1e-6)
+
+
+# --- token delay ---
+
+
+async def test_token_delay_paces_a_stream_one_event_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict[str, Any]] = []
+    pauses: list[tuple[float, int]] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float) -> None:
+        # Record how long the app pauses and how many messages it had sent by then; do not wait.
+        pauses.append((delay, len(sent)))
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    body = json.dumps(chat(stream=True, max_tokens=3)).encode()
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()  # the client stays connected
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/chat/completions",
+        "raw_path": b"/chat/completions",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "server": ("demo.test", 80),
+    }
+    await demo_model_app(token_delay=0.25)(scope, receive, send)
+
+    events = [m["body"] for m in sent if m["type"] == "http.response.body" and m["body"]]
+    # role, three tokens, finish_reason, [DONE]: each event its own message, a pause after each chunk
+    assert len(events) == 6
+    assert all(e.startswith(b"data: ") and e.endswith(b"\n\n") for e in events)
+    assert [delay for delay, _ in pauses] == [0.25] * 5
+    assert [count for _, count in pauses] == [2, 3, 4, 5, 6]

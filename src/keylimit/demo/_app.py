@@ -41,6 +41,8 @@ def demo_model_app(*, token_delay: float = 0.0) -> Starlette:
     """The demo model's routes, relative to where it is mounted (``/models``, ``/chat/completions``, …).
 
     ``token_delay`` seconds pass between streamed tokens, so that a stream can be watched.
+    Parameters that do not change its deterministic text (``temperature``, ``seed``,
+    ``echo``, ``logprobs``, ``tools``, …) are accepted and ignored.
     """
     if token_delay < 0:
         raise ValueError("token_delay must be >= 0")
