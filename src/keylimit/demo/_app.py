@@ -49,8 +49,7 @@ def demo_model_app(*, token_delay: float = 0.0) -> Starlette:
 
     async def chat_completions(request: Request) -> Response:
         req = chat_request(parse_json(await request.body()))
-        prompt = req.prompt.encode()
-        answer = _answer([(prompt, count_tokens(req.prompt))], req.sampling)
+        answer = _answer([_prompt(req.prompt)], req.sampling)
         if req.sampling.stream:
             return _stream(chat_chunks(answer, req.sampling), req.sampling, token_delay)
         return JSONResponse(chat_completion(answer))
