@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib.util
 import math
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .._errors import ConfigurationError, LimitStorageUnavailable
 from .._redis import redact_url
 from . import _window
 from ._base import DIMENSIONS, Decision, Vector
-from .redis import state_key
 
 SETTING = "KEYLIMIT_LIMITS_URL"
 
@@ -98,7 +98,7 @@ class LimitsBackend:
         return f"LimitsBackend({self._url!r}, window={self.window!r})"
 
     def _counter(self, key: str, dim: int, index: int) -> str:
-        return f"{state_key(key)}:{DIMENSIONS[dim]}:{index}"
+        return f"kl:rl:{_safe_key(key)}:{DIMENSIONS[dim]}:{index}"
 
     def _unavailable(self, exc: BaseException) -> LimitStorageUnavailable:
         return LimitStorageUnavailable(f"rate limit storage {self._url} unavailable ({type(exc).__name__})")
@@ -201,3 +201,11 @@ def _safe(exc: BaseException, *urls: str) -> str:
         if password:
             text = text.replace(password, "***")
     return text
+
+
+def _safe_key(identity: str) -> str:
+    """``identity`` as printable ASCII without spaces or braces (memcached's key rules), short."""
+    safe = quote(identity, safe=":@.-_")
+    if len(safe) > 160:
+        return "sha256-" + hashlib.sha256(identity.encode()).hexdigest()
+    return safe
