@@ -1,0 +1,263 @@
+"""The key hot path: an ``Authorization`` header in, a ``Principal`` out.
+
+header → ``Bearer`` token → format and checksum (no I/O) → cache of verified keys → on a
+miss, one lookup by kid and one argon2 verify in a worker thread, behind a semaphore, once
+for any number of concurrent requests with the same token. Expiry is re-checked on every
+hit; revocations and plan changes evict through the store's events. Addresses that fail
+too often are refused before any argon2 work; ``last_used_at`` is written behind.
+
+The scheme is matched case-insensitively (``bearer`` works, as RFC 7235 says it should);
+between scheme and token there is exactly one space, and the token must be a well-formed
+key of this prefix. A missing key (no header, an empty one, or a bare ``Bearer``) is
+``MissingKey`` and is not counted as a failure; everything else that is not a usable key
+is ``InvalidKey`` and is. Clients with no address share one throttle bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from ._cache import VerifiedCache
+from ._clock import Clock, system_clock
+from ._errors import AuthThrottled, InvalidKey, MissingKey
+from ._hashing import Hasher
+from ._keys import KeyFormat, ParsedKey
+from ._models import Account, Principal
+from ._plans import Plans
+from ._throttle import FailureThrottle
+from .stores import KeyStore, StoreEvent
+
+logger = logging.getLogger("keylimit.auth")
+
+MAX_HEADER = 256
+"""Longer ``Authorization`` headers are refused unread (a key is about 60 bytes)."""
+TOUCH_DELAY = 1.0
+"""Seconds that ``last_used_at`` writes gather before one ``touch_keys`` call."""
+
+
+def parse_bearer(header: bytes | None, key_format: KeyFormat) -> ParsedKey:
+    """The key in ``Bearer <key>``; raises ``MissingKey`` or ``InvalidKey``."""
+    if header is None:
+        raise MissingKey()
+    if len(header) > MAX_HEADER:
+        raise InvalidKey()
+    if not header.strip():
+        raise MissingKey()
+    scheme, _, token = header.partition(b" ")
+    if scheme.lower() != b"bearer":
+        raise InvalidKey()
+    if not token.strip():
+        raise MissingKey()
+    parsed = key_format.parse(token.decode("latin-1"))
+    if parsed is None:
+        raise InvalidKey()
+    return parsed
+
+
+class Authenticator:
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        key_format: KeyFormat | None = None,
+        hasher: Hasher | None = None,
+        plans: Plans | None = None,
+        clock: Clock = system_clock,
+        cache_ttl: float = 5.0,
+        cache_size: int = 10_000,
+        verify_concurrency: int = 2,
+        failures_per_minute: int = 30,
+        last_used_interval: float = 60.0,
+    ) -> None:
+        if verify_concurrency < 1:
+            raise ValueError("verify_concurrency must be at least 1")
+        self.store = store
+        self.key_format = key_format or KeyFormat()
+        self.hasher = hasher or Hasher()
+        self.plans = plans or Plans()
+        self.clock = clock
+        self.last_used_interval = last_used_interval
+        self._cache = VerifiedCache(ttl=cache_ttl, size=cache_size, clock=clock)
+        self._throttle = FailureThrottle(failures_per_minute, clock=clock)
+        self._verify_slots = asyncio.Semaphore(verify_concurrency)
+        self._inflight: dict[bytes, asyncio.Future[Principal | None]] = {}
+        self._rehashing: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._touched: dict[str, float] = {}  # kid -> when its last use was last queued
+        self._pending: dict[str, float] = {}  # kid -> last use not yet written
+        self._flusher: asyncio.Task[None] | None = None
+        self._subscribed = False
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"Authenticator(store={self.store!r}, prefix={self.key_format.prefix!r}, cache={self._cache!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self._subscribed:
+            self.store.subscribe(self._on_event)
+            self._subscribed = True
+        if not self._started:
+            await self.store.start()
+            self._started = True
+
+    async def aclose(self) -> None:
+        """Finish background work and write pending ``last_used_at``; the store stays open."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None and not flusher.done():
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+        await self._flush()
+
+    # -- evictions ---------------------------------------------------------------------------
+
+    def evict_key(self, kid: str) -> None:
+        self._cache.evict_key(kid)
+
+    def evict_account(self, account_id: str) -> None:
+        self._cache.evict_account(account_id)
+
+    def _on_event(self, event: StoreEvent) -> None:
+        logger.debug("evicting %s %s from the key cache", event.kind, event.id)
+        if event.kind == "key":
+            self.evict_key(event.id)
+        else:
+            self.evict_account(event.id)
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    async def authenticate(self, authorization: bytes | None, client: str | None) -> Principal:
+        """The caller's principal.
+
+        Raises ``MissingKey``, ``InvalidKey``, ``AuthThrottled`` (too many failures from
+        ``client``) or ``KeyStoreUnavailable`` (store down and the key not cached).
+        """
+        if not self._started:
+            await self.start()
+        try:
+            parsed = parse_bearer(authorization, self.key_format)
+        except MissingKey:
+            self._refuse_if_throttled(client)
+            raise
+        except InvalidKey:
+            self._refuse_if_throttled(client)
+            self._failed(client, "not a well-formed key")
+            raise
+        digest = self._cache.digest(parsed.token)
+        entry = self._cache.get(digest)
+        if entry is not None and entry.record.is_usable(self.clock()):
+            self._used(parsed.kid)
+            return entry.principal
+        self._refuse_if_throttled(client)
+        if entry is not None:
+            self._cache.discard(digest)  # expired since it was cached
+            principal = None
+        else:
+            principal = await self._verify_once(parsed, digest)
+        if principal is None:
+            self._failed(client, f"key_{parsed.kid} not usable")
+            raise InvalidKey()
+        self._used(parsed.kid)
+        return principal
+
+    def _refuse_if_throttled(self, client: str | None) -> None:
+        retry_after = self._throttle.retry_after(client)
+        if retry_after is not None:
+            raise AuthThrottled(retry_after)
+
+    def _failed(self, client: str | None, why: str) -> None:
+        self._throttle.failed(client)
+        logger.debug("authentication failed from %s: %s", client, why)
+        if self._throttle.retry_after(client) is not None:
+            logger.warning("throttling authentication from %s after too many failures", client)
+
+    async def _verify_once(self, parsed: ParsedKey, digest: bytes) -> Principal | None:
+        """Verify, sharing one verification among concurrent requests with the same token."""
+        future = self._inflight.get(digest)
+        if future is None:
+            future = asyncio.ensure_future(self._verify(parsed, digest))
+            self._inflight[digest] = future
+            future.add_done_callback(lambda done: self._verified(digest, done))
+        # Shielded: a client that goes away must not cancel the others' verification.
+        return await asyncio.shield(future)
+
+    def _verified(self, digest: bytes, future: asyncio.Future[Principal | None]) -> None:
+        if self._inflight.get(digest) is future:
+            del self._inflight[digest]
+        if not future.cancelled():
+            future.exception()  # retrieved here, so that nobody waiting is not an error
+
+    async def _verify(self, parsed: ParsedKey, digest: bytes) -> Principal | None:
+        epoch = self._cache.epoch
+        record = await self.store.get_key(parsed.kid)
+        if record is None or record.key_type is not parsed.key_type or not record.is_usable(self.clock()):
+            return None
+        async with self._verify_slots:
+            ok = await asyncio.to_thread(self.hasher.verify, record.hash, parsed.token)
+        if not ok:
+            return None
+        account = await self.store.get_account(record.account_id) or Account(record.account_id, self.plans.default)
+        principal = Principal(
+            key_id=record.id,
+            account_id=record.account_id,
+            key_type=record.key_type,
+            scopes=frozenset(record.scopes),
+            plan=account.plan,
+            limits=account.limits,
+            display_hint=record.hint,
+        )
+        if record.kid not in self._rehashing and self.hasher.needs_rehash(record.hash):
+            self._rehashing.add(record.kid)
+            self._spawn(self._rehash(record.kid, parsed.token))
+        self._cache.put(digest, record, principal, epoch)
+        logger.debug("verified %s of account %s", record.id, record.account_id)
+        return principal
+
+    # -- background writes -------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _rehash(self, kid: str, token: str) -> None:
+        try:
+            async with self._verify_slots:
+                hashed = await asyncio.to_thread(self.hasher.hash, token)
+            await self.store.set_hash(kid, hashed)
+            logger.info("re-hashed key_%s with %r", kid, self.hasher)
+        except Exception as exc:
+            logger.warning("could not re-hash key_%s (%s)", kid, type(exc).__name__)
+        finally:
+            self._rehashing.discard(kid)
+
+    def _used(self, kid: str) -> None:
+        now = self.clock()
+        last = self._touched.get(kid)
+        if last is not None and now - last < self.last_used_interval:
+            return
+        self._touched[kid] = now
+        self._pending[kid] = now
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(TOUCH_DELAY)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        now = self.clock()
+        self._touched = {kid: at for kid, at in self._touched.items() if now - at < self.last_used_interval}
+        if not pending:
+            return
+        try:
+            await self.store.touch_keys(pending)
+        except Exception as exc:
+            logger.warning("could not record the last use of %d keys (%s)", len(pending), type(exc).__name__)
