@@ -1,0 +1,141 @@
+"""``KeyAuthMiddleware``: Bearer keys in front of any ASGI app."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.authentication import AuthCredentials
+
+from ._authenticator import Authenticator
+from ._errors import (
+    ConfigurationError,
+    HTTPError,
+    InsufficientScope,
+    ServiceUnavailable,
+    StorageUnavailable,
+    http_error_for,
+)
+from ._models import Principal, Scope
+from ._responses import close_websocket, send_error
+from ._types import PRINCIPAL_SCOPE_KEY, ASGIApp, Message, Receive, Send
+from ._types import Scope as ASGIScope
+from .stores import KeyStore, open_key_store
+
+logger = logging.getLogger("keylimit.auth")
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+class KeyAuthMiddleware:
+    """Authenticates every HTTP and websocket request except open paths, the management
+    API (which authorizes its own requests) and CORS preflights.
+
+    Pass an ``authenticator``, or ``keys`` (a ``KeyStore`` or a store URL) and any
+    ``Authenticator`` options; a store opened here from a URL is closed at lifespan shutdown.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        authenticator: Authenticator | None = None,
+        keys: KeyStore | str | None = None,
+        open_paths: tuple[str, ...] | list[str] = ("/health", "/ping"),
+        management_path: str | None = "/v1/accounts",
+        **authenticator_options: Any,
+    ) -> None:
+        self.app = app
+        self._owned_store: KeyStore | None = None
+        if authenticator is None:
+            if keys is None:
+                raise ConfigurationError("KeyAuthMiddleware needs authenticator= or keys= (a KeyStore or a store URL)")
+            store = open_key_store(keys) if isinstance(keys, str) else keys
+            self._owned_store = store if isinstance(keys, str) else None
+            authenticator = Authenticator(store, **authenticator_options)
+        elif keys is not None or authenticator_options:
+            raise ConfigurationError("KeyAuthMiddleware: pass either authenticator= or keys= with its options")
+        self.authenticator = authenticator
+        self.open_paths = frozenset(open_paths)
+        self.management_path = management_path.rstrip("/") if management_path else None
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), send)
+            return
+        if scope["type"] not in ("http", "websocket") or self._passes(scope):
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self._authenticate(scope)
+        except HTTPError as error:
+            if scope["type"] == "websocket":
+                await close_websocket(send, error)
+            else:
+                await send_error(send, error)
+            return
+        scope[PRINCIPAL_SCOPE_KEY] = principal
+        scope["user"] = principal
+        scope["auth"] = AuthCredentials(sorted(s.value for s in principal.scopes))
+        await self.app(scope, receive, send)
+
+    def _passes(self, scope: ASGIScope) -> bool:
+        path: str = scope["path"]
+        if path in self.open_paths:
+            return True
+        mp = self.management_path
+        if mp is not None and (path == mp or path.startswith(mp + "/")):
+            return True
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            return any(name == b"access-control-request-method" for name, _ in scope["headers"])
+        return False
+
+    async def _authenticate(self, scope: ASGIScope) -> Principal:
+        """The principal, or an ``HTTPError`` to answer with; nothing else escapes."""
+        values = [value for name, value in scope["headers"] if name == b"authorization"]
+        header = b", ".join(values) if values else None  # two headers make one invalid key
+        client = scope.get("client")
+        try:
+            principal = await self.authenticator.authenticate(header, client[0] if client else None)
+        except HTTPError:
+            raise
+        except StorageUnavailable as exc:
+            raise http_error_for(exc) from None
+        except Exception:
+            logger.exception("authentication failed unexpectedly")
+            raise ServiceUnavailable("Authentication is unavailable. Try again shortly.", retry_after=1.0) from None
+        if not _allows(principal, scope):
+            method = scope.get("method", "WEBSOCKET")
+            granted = ", ".join(sorted(s.value for s in principal.scopes))
+            raise InsufficientScope(f"This API key's scopes ({granted}) do not allow {method} requests.")
+        return principal
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.authenticator.start()
+                except Exception as exc:
+                    # The first request tries again; it answers 503 meanwhile.
+                    logger.warning("could not start the key store at startup (%s)", type(exc).__name__)
+            elif message["type"] == "lifespan.shutdown":
+                await self._shutdown()
+            return message
+
+        return wrapped
+
+    async def _shutdown(self) -> None:
+        try:
+            await self.authenticator.aclose()
+            if self._owned_store is not None:
+                await self._owned_store.aclose()
+        except Exception as exc:
+            logger.warning("could not close the key store cleanly (%s)", type(exc).__name__)
+
+
+def _allows(principal: Principal, scope: ASGIScope) -> bool:
+    scopes = principal.scopes
+    if Scope.FULL in scopes or Scope.INFERENCE in scopes:
+        return True
+    return Scope.READ in scopes and scope["type"] == "http" and scope["method"] in READ_METHODS
