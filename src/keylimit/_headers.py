@@ -1,0 +1,96 @@
+"""The rate limit headers of every limited response, built from one ``Decision``.
+
+``X-Ratelimit-*`` as the reference documents them, OpenAI's ``x-ratelimit-reset-*``
+durations, and optionally the IETF draft ``RateLimit-Policy`` / ``RateLimit`` pair
+(draft-ietf-httpapi-ratelimit-headers, structured-field form). This is on the path of
+every request: the parts that depend only on the plan are built once per plan.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from .backends._base import REQUESTS, Decision, Vector
+
+Header = tuple[bytes, bytes]
+
+LIMIT_REQUESTS = b"x-ratelimit-limit-requests"
+REMAINING_REQUESTS = b"x-ratelimit-remaining-requests"
+LIMIT_PROMPT = b"x-ratelimit-limit-prompt-tokens"
+REMAINING_PROMPT = b"x-ratelimit-remaining-prompt-tokens"
+LIMIT_COMPLETION = b"x-ratelimit-limit-completion-tokens"
+REMAINING_COMPLETION = b"x-ratelimit-remaining-completion-tokens"
+RESET = b"x-ratelimit-reset"
+RESET_REQUESTS = b"x-ratelimit-reset-requests"
+RESET_TOKENS = b"x-ratelimit-reset-tokens"
+POLICY = b"ratelimit-policy"
+RATELIMIT = b"ratelimit"
+
+_NAMES = (b'"requests"', b'"prompt-tokens"', b'"completion-tokens"')
+
+
+def is_rate_limit_header(name: bytes) -> bool:
+    """A header this layer owns (so an upstream's own is dropped, not doubled)."""
+    return name.startswith(b"x-ratelimit-") or name in (RATELIMIT, POLICY)
+
+
+def rate_limit_headers(decision: Decision, now: float, *, ietf: bool = False) -> list[Header]:
+    """The headers for ``decision``, taken at ``now``.
+
+    The reset durations say when the current window ends; on a refusal, the refused
+    dimension's says instead when the request will fit (as ``Retry-After`` does).
+    """
+    remaining = decision.remaining
+    reset_in = max(0.0, decision.reset_at - now)
+    waits = [reset_in, reset_in, reset_in]
+    if decision.exceeded is not None:
+        waits[decision.exceeded] = decision.retry_after
+    headers = list(_plan_headers(decision.limits, decision.window, ietf))
+    headers += (
+        (REMAINING_REQUESTS, b"%d" % remaining[0]),
+        (REMAINING_PROMPT, b"%d" % remaining[1]),
+        (REMAINING_COMPLETION, b"%d" % remaining[2]),
+        (RESET, b"%d" % math.ceil(decision.reset_at)),
+        (RESET_REQUESTS, openai_duration(waits[REQUESTS])),
+        (RESET_TOKENS, openai_duration(max(waits[1], waits[2]))),
+    )
+    if ietf:
+        headers.append(
+            (RATELIMIT, b", ".join(b"%s;r=%d;t=%d" % (_NAMES[d], remaining[d], math.ceil(waits[d])) for d in range(3)))
+        )
+    return headers
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan_headers(limits: Vector, window: float, ietf: bool) -> tuple[Header, ...]:
+    headers = [
+        (LIMIT_REQUESTS, b"%d" % limits[0]),
+        (LIMIT_PROMPT, b"%d" % limits[1]),
+        (LIMIT_COMPLETION, b"%d" % limits[2]),
+    ]
+    if ietf:
+        w = math.ceil(window)
+        headers.append((POLICY, b", ".join(b"%s;q=%d;w=%d" % (_NAMES[d], limits[d], w) for d in range(3))))
+    return tuple(headers)
+
+
+def openai_duration(seconds: float) -> bytes:
+    """A duration as OpenAI writes it (Go's notation): ``120ms``, ``1s``, ``1.5s``, ``6m0s``.
+
+    Rounded up to the millisecond, so that a client that waits that long is never early.
+    """
+    ms = math.ceil(seconds * 1000) if seconds > 0 else 0
+    if ms == 0:
+        return b"0s"
+    if ms < 1000:
+        return b"%dms" % ms
+    whole, frac = divmod(ms, 1000)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{secs}.{frac:03d}".rstrip("0") if frac else f"{secs}"
+    if hours:
+        text = f"{hours}h{minutes}m{text}"
+    elif minutes:
+        text = f"{minutes}m{text}"
+    return f"{text}s".encode()

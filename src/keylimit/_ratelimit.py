@@ -1,0 +1,321 @@
+"""``RateLimitMiddleware``: plan-aware limits on requests, prompt tokens and completion tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from ._clock import Clock, system_clock
+from ._errors import LimitStorageUnavailable, RateLimited, RequestTooLarge, http_error_for, retry_after_seconds
+from ._headers import is_rate_limit_header, rate_limit_headers
+from ._models import Principal
+from ._plans import Plans
+from ._responses import send_error
+from ._tokens import EstimatingTokenCounter, TokenCounter
+from ._types import PRINCIPAL_SCOPE_KEY, ASGIApp, Message, Receive, Scope, Send
+from ._usage import Tap, TokenRequest, inspect_request, tap_for
+from .backends import DIMENSIONS, Decision, LimitBackend, Vector, open_limit_backend
+
+logger = logging.getLogger("keylimit.limits")
+
+_NOTHING: Vector = (0, 0, 0)
+_ONE_REQUEST: Vector = (1, 0, 0)
+_DIMENSION_WORDS = {"requests": "requests", "prompt_tokens": "prompt tokens", "completion_tokens": "completion tokens"}
+
+
+def client_address(scope: Scope) -> str | None:
+    """The default identity without a principal: the client's address."""
+    client = scope.get("client")
+    return f"ip:{client[0]}" if client else None
+
+
+class RateLimitMiddleware:
+    """Admits each request against its account's plan and adds ``X-Ratelimit-*`` to the answer.
+
+    The account comes from ``scope["keylimit.principal"]`` (written by ``KeyAuthMiddleware``);
+    without one, from ``identity(scope)`` on the default plan (None: not limited).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limits: LimitBackend | str = "memory://",
+        plans: Plans | None = None,
+        window: float = 60.0,
+        clock: Clock = system_clock,
+        identity: Callable[[Scope], str | None] | None = None,
+        token_counter: TokenCounter | None = None,
+        max_body_bytes: int = 32 * 1024 * 1024,
+        reserve_max_tokens: bool = False,
+        ietf_headers: bool = False,
+        open_paths: Sequence[str] = ("/health", "/ping"),
+        management_path: str = "/v1/accounts",
+    ) -> None:
+        if max_body_bytes <= 0:
+            raise ValueError("max_body_bytes must be positive")
+        self.app = app
+        self.backend = open_limit_backend(limits, window) if isinstance(limits, str) else limits
+        self._owns_backend = isinstance(limits, str)
+        self.plans = plans or Plans()
+        self.clock = clock
+        self.identity = identity or client_address
+        self.counter = token_counter or EstimatingTokenCounter()
+        self.max_body_bytes = max_body_bytes
+        self.reserve_max_tokens = reserve_max_tokens
+        self.ietf_headers = ietf_headers
+        exempt = [p.rstrip("/") or "/" for p in (*open_paths, management_path)]
+        self._exempt_exact = frozenset(exempt)
+        self._exempt_prefixes = tuple(p.rstrip("/") + "/" for p in exempt)
+        self._settling: set[asyncio.Task[None]] = set()
+
+    async def aclose(self) -> None:
+        """Close the limit backend if this middleware opened it from a URL."""
+        if self._owns_backend:
+            await self.backend.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path in self._exempt_exact or path.startswith(self._exempt_prefixes):
+            await self.app(scope, receive, send)
+            return
+        principal: Principal | None = scope.get(PRINCIPAL_SCOPE_KEY)
+        if principal is not None:
+            key = f"acct:{principal.account_id}"
+            plan = principal.plan
+            limits = self.plans.resolve(plan, principal.limits).as_tuple()
+        else:
+            ident = self.identity(scope)
+            if ident is None:
+                await self.app(scope, receive, send)
+                return
+            key, plan = ident, self.plans.default
+            limits = self.plans.resolve(plan).as_tuple()
+
+        request: TokenRequest | None = None
+        too_large: RequestTooLarge | None = None
+        if scope["method"] == "POST" and _json_body(scope):
+            try:
+                body = await _read_body(scope, receive, self.max_body_bytes)
+            except RequestTooLarge as exc:
+                too_large = exc
+            else:
+                if body is None:
+                    return  # the client went away before sending its body
+                request = inspect_request(body, self.counter)
+                receive = _replay(body if request is None else request.body, receive)
+                if request is not None and request.body is not body:
+                    scope = _with_content_length(scope, len(request.body))
+
+        if request is None:
+            charge = need = _ONE_REQUEST
+        else:
+            reserved = request.reserve if self.reserve_max_tokens else 0
+            charge = (1, request.prompt_tokens, reserved)
+            need = (1, request.prompt_tokens, max(1, reserved) if request.generates else 0)
+
+        now = self.clock()
+        try:
+            decision = await self.backend.acquire(key, limits, charge, need, now)
+        except LimitStorageUnavailable as exc:
+            await send_error(send, http_error_for(exc))
+            return
+        except Exception:
+            logger.exception("rate limit storage failed on %s", key)
+            await send_error(send, http_error_for(LimitStorageUnavailable()))
+            return
+
+        headers = rate_limit_headers(decision, now, ietf=self.ietf_headers)
+        if not decision.allowed:
+            self._log_refusal(key, principal, decision)
+            await send_error(send, _rate_limited(decision, plan), headers)
+            return
+        if too_large is not None:
+            await send_error(send, too_large, headers)
+            return
+        if request is None:
+            await self.app(scope, receive, _with_headers(send, headers))
+            return
+        await self._forward(scope, receive, send, headers, key, request, charge)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+        key: str,
+        request: TokenRequest,
+        charge: Vector,
+    ) -> None:
+        tap: Tap | None = None
+
+        async def send_reading(message: Message) -> None:
+            nonlocal tap
+            if message["type"] == "http.response.start":
+                content_type = b""
+                kept = []
+                for name, value in message.get("headers", ()):
+                    if name == b"content-type":
+                        content_type = value.lower()
+                    elif is_rate_limit_header(name) or (name == b"content-length" and request.strip_usage):
+                        continue  # ours instead; and stripping usage changes the length
+                    kept.append((name, value))
+                message["headers"] = kept + headers
+                tap = tap_for(content_type, request.strip_usage)
+            elif message["type"] == "http.response.body" and tap is not None:
+                chunk = message.get("body", b"")
+                more = message.get("more_body", False)
+                out = tap.feed(chunk, more)
+                if out is not chunk:
+                    if not out and more:
+                        return
+                    message = {**message, "body": out}
+                await send(message)
+                tap.commit()
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_reading)
+        finally:
+            await self._settle(key, request, charge, tap)
+
+    async def _settle(self, key: str, request: TokenRequest, charge: Vector, tap: Tap | None) -> None:
+        """Charge what the response used, once, whatever way it ended; never raises."""
+        try:
+            delta = self._delta(request, charge, tap)
+        except Exception:
+            logger.exception("could not settle a response on %s", key)
+            return
+        if delta == _NOTHING:
+            return
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Cancelled: an await here would be interrupted; settle in a task of its own.
+            settling = asyncio.get_running_loop().create_task(self._adjust(key, delta))
+            self._settling.add(settling)
+            settling.add_done_callback(self._settling.discard)
+            return
+        await self._adjust(key, delta)
+
+    def _delta(self, request: TokenRequest, charge: Vector, tap: Tap | None) -> Vector:
+        usage = tap.usage if tap is not None else None
+        prompt_delta = 0
+        if usage is not None:
+            prompt = _count(usage.get("prompt_tokens"))
+            if prompt is not None:
+                prompt_delta = prompt - charge[1]
+            used = _count(usage.get("completion_tokens")) or 0
+        elif tap is not None:
+            used = self.counter.count_text(tap.sent_text())
+        else:
+            used = 0
+        return (0, prompt_delta, used - charge[2])
+
+    async def _adjust(self, key: str, delta: Vector) -> None:
+        try:
+            await self.backend.adjust(key, delta, self.clock())
+        except Exception:
+            logger.warning("could not charge %s to %s: rate limit storage failed", delta, key, exc_info=True)
+
+    def _log_refusal(self, key: str, principal: Principal | None, decision: Decision) -> None:
+        dimension = DIMENSIONS[decision.exceeded or 0]
+        logger.info(
+            "rate limited %s key=%s limit=%s %d/%ds",
+            key,
+            principal.key_id if principal is not None else "-",
+            dimension,
+            decision.limits[decision.exceeded or 0],
+            decision.window,
+        )
+
+
+def _rate_limited(decision: Decision, plan: str) -> RateLimited:
+    d = decision.exceeded or 0
+    dimension = DIMENSIONS[d]
+    per = "minute" if decision.window == 60 else f"{decision.window:g} seconds"
+    wait = retry_after_seconds(decision.retry_after)
+    used = decision.used[d]
+    message = (
+        f"Rate limit reached for {_DIMENSION_WORDS[dimension]} per {per} on plan {plan}: "
+        f"limit {decision.limits[d]}, used {used:.0f}, requested {decision.requested[d]}. Try again in {wait}s."
+    )
+    return RateLimited(message, kind="requests" if d == 0 else "tokens", retry_after=max(decision.retry_after, 0.001))
+
+
+def _count(value: object) -> int | None:
+    """A token count from ``usage``, or None if it is not one."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [h for h in message.get("headers", ()) if not is_rate_limit_header(h[0])] + headers
+        await send(message)
+
+    return send_with_headers
+
+
+def _json_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            media: bytes = value.partition(b";")[0].strip().lower()
+            return media == b"application/json" or media.endswith(b"+json")
+    return True  # no content type: servers such as FastAPI read the body as JSON
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None if the client disconnected; ``RequestTooLarge`` past ``limit`` bytes."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                raise _too_large(limit)
+            break
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        if not chunks and not message.get("more_body", False):
+            return chunk
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body read already, then passes through."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _with_content_length(scope: Scope, length: int) -> Scope:
+    """``scope`` with its Content-Length (if it has one) set to ``length``."""
+    value = b"%d" % length
+    headers = [(n, value if n == b"content-length" else v) for n, v in scope["headers"]]
+    return {**scope, "headers": headers}

@@ -1,0 +1,238 @@
+"""What a request asks for and what its response reports.
+
+On the way in, ``inspect_request`` reads an OpenAI-style JSON body: its prompt estimate,
+its ``max_tokens`` reservation, and, for a stream that did not ask for ``usage``, the body
+rewritten to ask for it. On the way out, a tap reads a copy of the response as it passes:
+``usage`` from a JSON body or from Server-Sent Events, and the text sent (for when no
+usage comes). When we asked for usage, the SSE tap also takes it out again: the
+usage-only event and the ``"usage"`` field of every other event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ._tokens import TokenCounter
+
+logger = logging.getLogger("keylimit.limits")
+
+MAX_RESERVE = 1 << 53
+JSON_COPY_BYTES = 4 * 1024 * 1024
+"""A JSON response body is parsed whole up to this size; past it, ``usage`` is read from its tail."""
+JSON_TAIL_BYTES = 64 * 1024
+MAX_EVENT_BYTES = 1024 * 1024
+"""An SSE event longer than this is passed on unread (and the tap stops reading the stream)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """A JSON request body that carries tokens (chat, completions or embeddings)."""
+
+    body: bytes
+    """What to forward: the original bytes, or rewritten to ask for usage."""
+    prompt_tokens: int
+    reserve: int
+    """``max_tokens`` (times ``n``) when the body sets it, else 0."""
+    generates: bool
+    """It asks for completion tokens (``messages`` or ``prompt``), not only embeddings."""
+    strip_usage: bool
+    """We added ``stream_options.include_usage``: strip usage from the stream."""
+
+
+def inspect_request(raw: bytes, counter: TokenCounter) -> TokenRequest | None:
+    """Read a JSON request body; None when it is not a token-bearing JSON object."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # bad JSON or UTF-8, huge ints, deep nesting
+        return None
+    if not isinstance(body, dict):
+        return None
+    generates = "messages" in body or "prompt" in body
+    if not generates and "input" not in body:
+        return None
+    try:
+        prompt_tokens = max(0, int(counter.count_prompt(body)))
+    except Exception:
+        logger.exception("token counter failed; counting no prompt tokens for this request")
+        return None
+    strip_usage = False
+    if generates and body.get("stream") is True:
+        options = body.get("stream_options")
+        if options is None or (isinstance(options, dict) and options.get("include_usage") is not True):
+            body["stream_options"] = {**(options or {}), "include_usage": True}
+            raw = json.dumps(body, separators=(",", ":")).encode()
+            strip_usage = True
+    return TokenRequest(raw, prompt_tokens, _reserve(body) if generates else 0, generates, strip_usage)
+
+
+def _reserve(body: dict[str, Any]) -> int:
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        return 0
+    n = body.get("n")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        n = 1
+    return min(max_tokens * n, MAX_RESERVE)
+
+
+class Tap:
+    """A reader of one response body. ``feed`` returns what to send on; after the send
+    succeeded, ``commit`` marks the text it carried as sent."""
+
+    __slots__ = ("_pending", "_sent", "usage")
+
+    def __init__(self) -> None:
+        self.usage: dict[str, Any] | None = None
+        self._pending: list[str] = []
+        self._sent: list[str] = []
+
+    def feed(self, chunk: bytes, more: bool) -> bytes:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        if self._pending:
+            self._sent += self._pending
+            self._pending.clear()
+
+    def sent_text(self) -> str:
+        return "".join(self._sent)
+
+    def _read(self, obj: object) -> None:
+        if not isinstance(obj, dict):
+            return
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        choices = obj.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict):
+                    _choice_text(choice, self._pending)
+
+
+def _choice_text(choice: dict[str, Any], out: list[str]) -> None:
+    text = choice.get("text")
+    if isinstance(text, str) and text:
+        out.append(text)
+    for holder in (choice.get("delta"), choice.get("message")):
+        if not isinstance(holder, dict):
+            continue
+        for key in ("content", "reasoning_content", "refusal"):
+            value = holder.get(key)
+            if isinstance(value, str) and value:
+                out.append(value)
+        calls = holder.get("tool_calls")
+        if isinstance(calls, list):
+            for call in calls:
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    out.extend(v for v in (function.get("name"), function.get("arguments")) if isinstance(v, str))
+
+
+class JSONTap(Tap):
+    """Keeps a bounded copy of a JSON body and reads it when the body ends."""
+
+    __slots__ = ("_parts", "_size", "_tail")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._tail = b""
+
+    def feed(self, chunk: bytes, more: bool) -> bytes:
+        self._size += len(chunk)
+        if self._size <= JSON_COPY_BYTES:
+            self._parts.append(chunk)
+        else:
+            if self._parts:
+                self._tail, self._parts = b"".join(self._parts), []
+            self._tail = (self._tail + chunk)[-JSON_TAIL_BYTES:]
+        if not more:
+            self._finish()
+        return chunk
+
+    def _finish(self) -> None:
+        if self._parts:
+            with contextlib.suppress(ValueError, RecursionError):
+                self._read(json.loads(b"".join(self._parts)))
+        elif self._tail:
+            self.usage = _usage_from_tail(self._tail)
+
+
+_USAGE_FIELD = re.compile(rb'"(prompt_tokens|completion_tokens)"\s*:\s*(\d{1,18})')
+
+
+def _usage_from_tail(tail: bytes) -> dict[str, Any] | None:
+    found = {name.decode(): int(value) for name, value in _USAGE_FIELD.findall(tail)}
+    return found or None
+
+
+class SSETap(Tap):
+    """Reads Server-Sent Events as they pass; with ``strip``, also rewrites them.
+
+    Without ``strip`` every chunk goes on untouched as it comes. With it, only complete
+    events go on (a partial event waits for its end), without the usage we asked for.
+    """
+
+    __slots__ = ("_buffer", "_reading", "_strip")
+
+    def __init__(self, strip: bool) -> None:
+        super().__init__()
+        self._strip = strip
+        self._buffer = b""
+        self._reading = True
+
+    def feed(self, chunk: bytes, more: bool) -> bytes:
+        if not self._reading:
+            return chunk
+        buffer = self._buffer + chunk
+        if b"\r" in buffer:
+            # Normalise line ends; a trailing "\r" waits for a possible "\n".
+            buffer = buffer.replace(b"\r\n", b"\n")
+        *events, self._buffer = buffer.split(b"\n\n")
+        out = [self._event(e) for e in events if e]
+        if len(self._buffer) > MAX_EVENT_BYTES:
+            self._reading = False
+            out.append(self._buffer)
+            self._buffer = b""
+        if not more and self._buffer:
+            out.append(self._buffer)
+            self._buffer = b""
+        if not self._strip:
+            return chunk
+        return b"".join(out)
+
+    def _event(self, event: bytes) -> bytes:
+        lines = event.split(b"\n")
+        data = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
+        if not data or data[0] == b"[DONE]":
+            return event + b"\n\n"
+        try:
+            obj = json.loads(b"\n".join(data))
+        except (ValueError, RecursionError):
+            return event + b"\n\n"
+        self._read(obj)
+        if not self._strip or not isinstance(obj, dict) or "usage" not in obj:
+            return event + b"\n\n"
+        if obj.get("choices") == []:
+            return b""  # the usage-only event we asked for
+        del obj["usage"]
+        kept = [line for line in lines if not line.startswith(b"data:")]
+        kept.append(b"data: " + json.dumps(obj, separators=(",", ":")).encode())
+        return b"\n".join(kept) + b"\n\n"
+
+
+def tap_for(content_type: bytes, strip: bool) -> Tap | None:
+    """The tap for a response of ``content_type`` (lower-cased), or None to read nothing."""
+    media = content_type.partition(b";")[0].strip()
+    if media == b"text/event-stream":
+        return SSETap(strip)
+    if media == b"application/json" or media.endswith(b"+json"):
+        return JSONTap()
+    return None
