@@ -18,6 +18,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 def _binary() -> str:
     path = shutil.which("redis-server")
     if path is None:
@@ -104,6 +118,7 @@ class RedisCluster:
                 "nodes.conf",
                 "--cluster-node-timeout",
                 "2000",
+                port=free_cluster_port(),
                 workdir=d,
             )
             self.nodes.append(node.start())
