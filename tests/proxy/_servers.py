@@ -29,7 +29,7 @@ class Signal:
             self._set = True
             waiters, self._waiters = self._waiters, []
         for loop, future in waiters:
-            loop.call_soon_threadsafe(lambda f=future: f.done() or f.set_result(None))
+            loop.call_soon_threadsafe(_resolve, future)
 
     def is_set(self) -> bool:
         return self._set
@@ -42,6 +42,11 @@ class Signal:
                 return
             self._waiters.append((loop, future))
         await future
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def observed(signal: Signal) -> bool:

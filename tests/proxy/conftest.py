@@ -18,6 +18,8 @@ def serve() -> Iterator[Callable[[ASGIApp], ServerThread]]:
         return servers[-1]
 
     yield start
+    for server in servers:
+        server.server.should_exit = True
     for server in reversed(servers):
         server.stop()
 

@@ -334,3 +334,12 @@ def test_without_httpx_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "httpx", None)
     with pytest.raises(ConfigurationError, match=r"pip install 'keylimit\[proxy\]'"):
         proxy_app("http://127.0.0.1:8080")
+
+
+async def test_without_lifespan_the_client_is_made_at_the_first_request(upstream_url: str) -> None:
+    app = proxy_app(upstream_url)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as http:
+        response = await http.get("/teapot")
+    await app.aclose()
+    assert response.status_code == 418
+    assert response.text == "I'm a teapot"
