@@ -76,8 +76,8 @@ class Proxy:
     """Forwards HTTP requests to ``upstream``; see ``proxy_app``.
 
     ``timeout`` bounds connecting and the wait for each piece read or written (``None``: wait
-    forever); it is not a limit on a whole stream. The client's ``Authorization`` header (its
-    keylimit key) is dropped unless ``forward_authorization``; the upstream gets
+    forever), also on a ``client`` passed in; it is not a limit on a whole stream. The client's
+    ``Authorization`` header (its keylimit key) is dropped unless ``forward_authorization``; the upstream gets
     ``Bearer upstream_api_key`` instead, or Basic credentials from the upstream URL. Without a
     ``client`` the proxy makes its own on lifespan startup (or at the first request) and closes
     it on lifespan shutdown; mounted where no lifespan reaches it, call ``aclose()`` yourself.
@@ -108,6 +108,8 @@ class Proxy:
         self._base_path = parts.path.rstrip("/")
         self._authorization: bytes | None = None
         if upstream_api_key is not None:
+            if not upstream_api_key or not upstream_api_key.isascii() or not upstream_api_key.isprintable():
+                raise ConfigurationError("upstream_api_key: must be non-empty printable ASCII")
             self._authorization = f"Bearer {upstream_api_key}".encode()
         elif parts.username is not None or parts.password is not None:
             userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
@@ -211,9 +213,13 @@ class _Exchange:
     async def watch_disconnect(self, scope: anyio.CancelScope) -> None:
         # Servers report a disconnect through receive(), which the request body owns until read.
         await self.body_read.wait()
-        while (await self.receive())["type"] != "http.disconnect":
-            pass
-        scope.cancel()
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                scope.cancel()
+                return
+            if message["type"] == "http.request":
+                return  # a middleware replaying the body answers this, not the server: nothing to watch
 
     async def forward(self) -> None:
         import httpx

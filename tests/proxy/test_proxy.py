@@ -330,6 +330,13 @@ def test_bad_upstream_url_fails_at_start_up(upstream: str) -> None:
     assert "s3cret" not in str(info.value)
 
 
+@pytest.mark.parametrize("key", ["", "sk-up\r\nX-Injected: 1", "clé"])
+def test_bad_upstream_api_key_fails_at_start_up(key: str) -> None:
+    with pytest.raises(ConfigurationError, match="upstream_api_key") as info:
+        Proxy("http://127.0.0.1:8080", upstream_api_key=key)
+    assert key not in str(info.value) or not key
+
+
 def test_without_httpx_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "httpx", None)
     with pytest.raises(ConfigurationError, match=r"pip install 'keylimit\[proxy\]'"):
