@@ -179,6 +179,13 @@ class LimitsBackend:
 
     async def aclose(self) -> None:
         self._locks.clear()
+        # limits' storages have no close(); release the asyncio client they hold, where there is one.
+        holder = getattr(self._storage, "bridge", self._storage)
+        client = getattr(holder, "storage", None)
+        close = getattr(client, "aclose", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                await close()
 
 
 def _exception_types(storage: Any) -> tuple[type[BaseException], ...]:
