@@ -252,12 +252,12 @@ async def test_client_disconnect_mid_stream_closes_the_upstream_response(
     upstream: Upstream, upstream_url: str, serve: Serve
 ) -> None:
     proxy = serve(proxy_app(upstream_url))
-    async with client() as http:
-        async with http.stream("GET", proxy.url + "/forever") as response:
-            async for chunk in response.aiter_raw():
-                assert chunk == b"data: first\n\n"
-                break
+    async with client() as http, http.stream("GET", proxy.url + "/forever") as response:
+        async for chunk in response.aiter_raw():
+            assert chunk == b"data: first\n\n"
+            break
         assert not upstream.disconnected.is_set()
+    # Leaving the block closes the client's connection mid-body.
     assert await observed(upstream.disconnected)
 
 
