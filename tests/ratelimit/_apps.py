@@ -32,7 +32,9 @@ class Recorder:
                 break
         self.bodies.append(body)
         payload = self.reply if isinstance(self.reply, bytes) else json.dumps(self.reply or {}).encode()
-        await send({"type": "http.response.start", "status": self.status, "headers": [(b"content-type", self.content_type)]})
+        await send(
+            {"type": "http.response.start", "status": self.status, "headers": [(b"content-type", self.content_type)]}
+        )
         await send({"type": "http.response.body", "body": payload})
 
     @property

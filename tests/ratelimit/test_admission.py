@@ -18,7 +18,9 @@ from ._asgi import call, principal
 from .conftest import SMALL
 
 
-def limited(app: Recorder, backend: MemoryBackend, clock: ManualClock, plans: Plans, **kw: object) -> RateLimitMiddleware:
+def limited(
+    app: Recorder, backend: MemoryBackend, clock: ManualClock, plans: Plans, **kw: object
+) -> RateLimitMiddleware:
     return RateLimitMiddleware(app, limits=backend, clock=clock, plans=plans, **kw)  # type: ignore[arg-type]
 
 
@@ -94,7 +96,9 @@ async def test_requests_refusal_body_headers_and_log(backend, clock, plans, capl
     assert r.int_header("x-ratelimit-remaining-requests") == 0
     assert app.calls == 2
     [line] = [rec.getMessage() for rec in caplog.records if rec.name == "keylimit.limits"]
-    assert "acct:acme" in line and "key_a" in line and "requests" in line
+    assert "acct:acme" in line
+    assert "key_a" in line
+    assert "requests" in line
 
 
 async def test_header_values_on_success(backend, clock, plans):
@@ -145,7 +149,8 @@ async def test_upstream_rate_limit_headers_are_replaced_not_doubled(backend, clo
     mw = RateLimitMiddleware(upstream, limits=backend, clock=clock, plans=plans, ietf_headers=True)
     r = await call(mw, "GET", "/v1/models", who=principal())
     assert r.int_header("x-ratelimit-remaining-requests") == 9  # Response.header asserts a single value
-    assert r.header("ratelimit") is not None and r.header("ratelimit") != "x"
+    assert r.header("ratelimit") is not None
+    assert r.header("ratelimit") != "x"
 
 
 @pytest.mark.parametrize(
