@@ -1,0 +1,1 @@
+"""keylimit benchmark suite: run ``python bench/run.py`` (see bench/README.md)."""

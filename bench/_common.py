@@ -1,0 +1,396 @@
+"""What every section shares: throwaway Redis servers, the subject apps, an ASGI driver,
+keylimit subjects built from a ``Config``, and interleaved timing."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import gc
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+PATH = "/v1/chat/completions"
+BODY = json.dumps({"model": "demo", "messages": [{"role": "user", "content": "hello " * 40}]}).encode()
+STREAM_BODY = json.dumps(
+    {"model": "demo", "stream": True, "messages": [{"role": "user", "content": "hello " * 40}]}
+).encode()
+REPLY = {
+    "id": "c1",
+    "object": "chat.completion",
+    "model": "demo",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 50, "completion_tokens": 2, "total_tokens": 52},
+}
+ACCOUNT = "bench"
+UNLIMITED = (1_000_000_000, 1_000_000_000_000, 1_000_000_000_000)
+"""The enterprise limits of the bench account: what is measured is the allowed path."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+# --- throwaway redis-server processes -------------------------------------------------------
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port, without persistence."""
+
+    def __init__(self) -> None:
+        if not shutil.which("redis-server"):
+            raise SystemExit("redis-server is not on PATH (apt-get install redis-server)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _servers.append(self)
+        deadline = time.monotonic() + 10
+        while self.command("PING") != "+PONG":
+            if time.monotonic() > deadline or self._proc.poll() is not None:
+                self.stop()
+                raise SystemExit(f"redis-server on port {self.port} did not start")
+            time.sleep(0.01)
+
+    def command(self, *args: str) -> str:
+        """One command over a fresh socket, the reply's raw text ('' if the server is not up)."""
+        payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                s.sendall(payload.encode())
+                data = b""
+                while not data.endswith(b"\r\n") or _incomplete(data):
+                    chunk = s.recv(1 << 20)
+                    if not chunk:
+                        break
+                    data += chunk
+                return data.decode().strip()
+        except OSError:
+            return ""
+
+    def info(self, section: str) -> dict[str, str]:
+        text = self.command("INFO", section)
+        out: dict[str, str] = {}
+        for line in text.splitlines():
+            name, sep, value = line.partition(":")
+            if sep:
+                out[name] = value
+        return out
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(10)
+
+
+def _incomplete(data: bytes) -> bool:
+    # A bulk string reply ($N) is complete once N bytes and the final CRLF have arrived.
+    if not data.startswith(b"$"):
+        return False
+    header, _, rest = data.partition(b"\r\n")
+    return len(rest) < int(header[1:]) + 2
+
+
+_servers: list[RedisServer] = []
+
+
+@atexit.register
+def _stop_servers() -> None:
+    for server in _servers:
+        server.stop()
+
+
+def tempdir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="kl-bench-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+# --- subject apps ---------------------------------------------------------------------------
+
+
+def chat_app(chunks: int = 16) -> ASGIApp:
+    """Starlette with a JSON chat completion and, for ``"stream": true``, an SSE stream of
+    ``chunks`` events that honours ``stream_options.include_usage`` as OpenAI-style servers do."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    async def chat(request: Request) -> Response:
+        body = json.loads(await request.body())
+        if not body.get("stream"):
+            return JSONResponse(REPLY)
+        usage = (body.get("stream_options") or {}).get("include_usage") is True
+        return StreamingResponse(_events(chunks, usage), media_type="text/event-stream")
+
+    return Starlette(routes=[Route(PATH, chat, methods=["POST"])])
+
+
+async def _events(chunks: int, usage: bool) -> Any:
+    for i in range(chunks):
+        event: dict[str, Any] = {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "model": "demo",
+            "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}],
+        }
+        if usage:
+            event["usage"] = None
+        yield f"data: {json.dumps(event)}\n\n".encode()
+    if usage:
+        final = {"id": "c1", "object": "chat.completion.chunk", "model": "demo", "choices": [],
+                 "usage": {"prompt_tokens": 50, "completion_tokens": chunks, "total_tokens": 50 + chunks}}
+        yield f"data: {json.dumps(final)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
+
+
+def slowapi_app(storage_uri: str) -> ASGIApp:
+    """The issue's slowapi subject: one default limit on the client address, moving window."""
+    from slowapi import Limiter
+    from slowapi.middleware import SlowAPIASGIMiddleware
+    from slowapi.util import get_remote_address
+
+    app: Any = chat_app()
+    app.state.limiter = Limiter(
+        key_func=get_remote_address,
+        default_limits=["100000000/minute"],
+        storage_uri=storage_uri,
+        headers_enabled=True,
+        strategy="moving-window",
+    )
+    app.add_middleware(SlowAPIASGIMiddleware)
+    return app  # type: ignore[no-any-return]
+
+
+# --- keylimit subjects ----------------------------------------------------------------------
+
+
+@dataclass
+class Subject:
+    """An ASGI app with the headers its requests carry, and what closes it."""
+
+    app: ASGIApp
+    headers: Headers = field(default_factory=list)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def keylimit_config(keys_db: Path, limits_url: str, **options: Any) -> Any:
+    from keylimit import Config
+
+    return Config(keys_url=f"sqlite:///{keys_db}", limits_url=limits_url, **options)
+
+
+async def create_key(config: Any, account: str = ACCOUNT, *, unlimited: bool = True) -> str:
+    """A key of ``account`` in the config's store (its plan raised unless told otherwise)."""
+    from keylimit import KeyManager
+    from keylimit._runtime import key_manager
+
+    manager: KeyManager = key_manager(config)
+    try:
+        _, token = await manager.create_key(account, "bench")
+        if unlimited:
+            from keylimit import Limits
+
+            await manager.set_plan(account, "enterprise", Limits(*UNLIMITED))
+    finally:
+        await manager.store.aclose()
+    return token
+
+
+def protect_class() -> Any:
+    import keylimit
+
+    protect = getattr(keylimit, "Protect", None)
+    if protect is None:  # until the lead exports it
+        from keylimit._protect import Protect as protect
+    return protect
+
+
+def auth_class() -> Any:
+    import keylimit
+
+    auth = getattr(keylimit, "KeyAuthMiddleware", None)
+    if auth is None:
+        from keylimit._auth import KeyAuthMiddleware as auth
+    return auth
+
+
+def bearer(token: str) -> Headers:
+    return [(b"authorization", f"Bearer {token}".encode())]
+
+
+async def protect_subject(limits_url: str, *, keys_db: Path | None = None, **options: Any) -> Subject:
+    """``Protect(chat_app(), config)`` with a key on an unlimited account in a temp SQLite file."""
+    keys_db = keys_db or tempdir() / "keys.db"
+    config = keylimit_config(keys_db, limits_url, **options)
+    token = await create_key(config)
+    protect = protect_class()(chat_app(), config)
+    subject = Subject(protect, bearer(token), info={"keys_db": str(keys_db), "limits_url": limits_url})
+    await start(subject)
+    return subject
+
+
+async def auth_subject() -> Subject:
+    """``KeyAuthMiddleware`` alone, over the same kind of store and config."""
+    keys_db = tempdir() / "keys.db"
+    config = keylimit_config(keys_db, "memory://")
+    token = await create_key(config)
+    from keylimit import Hasher
+
+    app = auth_class()(chat_app(), keys=config.keys_url, hasher=Hasher(config.argon2))
+    subject = Subject(app, bearer(token))
+    await start(subject)
+    return subject
+
+
+# --- an ASGI driver -------------------------------------------------------------------------
+
+
+def scope(headers: Headers, body: bytes = BODY, path: str = PATH) -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"bench"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *headers,
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("bench", 80),
+    }
+
+
+async def request(app: ASGIApp, headers: Headers, body: bytes = BODY) -> int:
+    """One request through ``app``; its status."""
+    status = 0
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope(headers, body), receive, send)
+    return status
+
+
+async def start(subject: Subject) -> None:
+    """Run the app's lifespan startup; its shutdown is queued on ``subject.closers``."""
+    queue: asyncio.Queue[Message] = asyncio.Queue()
+    started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    stopped: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def send(message: Message) -> None:
+        kind = message["type"]
+        target = started if kind.startswith("lifespan.startup") else stopped
+        if not target.done():
+            target.set_result(kind)
+
+    lifespan = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    task = asyncio.ensure_future(subject.app(lifespan, queue.get, send))
+    await queue.put({"type": "lifespan.startup"})
+    await asyncio.wait([started, task], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+
+    async def shutdown() -> None:
+        if not task.done():
+            await queue.put({"type": "lifespan.shutdown"})
+            await asyncio.wait([stopped, task], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+    subject.closers.append(shutdown)
+
+
+async def close(subject: Subject) -> None:
+    for closer in reversed(subject.closers):
+        await closer()
+
+
+async def check(subject: Subject, name: str, body: bytes = BODY) -> None:
+    status = await request(subject.app, subject.headers, body)
+    if status != 200:
+        raise SystemExit(f"{name}: the warm-up request answered {status}")
+
+
+# --- interleaved timing ---------------------------------------------------------------------
+
+Call = Callable[[], Awaitable[Any]]
+
+
+async def interleaved(calls: dict[str, Call], n: int, rounds: int, warmup: int = 200) -> dict[str, list[float]]:
+    """Microseconds per call of each subject, one figure per round; subjects take turns in
+    a rotating order each round, so that drift of the machine hits them alike."""
+    for call in calls.values():
+        for _ in range(warmup):
+            await call()
+    names = list(calls)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            call = calls[name]
+            gc.collect()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await call()
+            out[name].append((time.perf_counter() - t0) / n * 1e6)
+    return out
+
+
+def median(xs: list[float]) -> float:
+    return round(statistics.median(xs), 2)
+
+
+def quantile(xs: list[float], q: float) -> float:
+    ordered = sorted(xs)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@contextlib.contextmanager
+def environ(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,86 @@
+"""In-process overhead: each subject's ASGI app called directly (no network, no HTTP parsing)
+with the issue's POST /v1/chat/completions, subjects interleaved over rounds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _common as c
+
+SUBJECTS = ("bare", "slowapi-mem", "slowapi-redis", "keylimit-auth", "keylimit-mem", "keylimit-redis", "redis-rtt")
+
+
+async def rtt_call(url: str) -> tuple[c.Call, c.Call]:
+    """One async redis-py EVALSHA round trip (the floor of any Redis limiter), and its closer."""
+    import redis.asyncio as aredis
+
+    client = aredis.Redis.from_url(url)
+    script = client.register_script("return redis.call('incr', KEYS[1])")
+
+    async def call() -> Any:
+        return await script(keys=["bench:rtt"])
+
+    return call, client.aclose
+
+
+async def build(names: tuple[str, ...] | list[str]) -> tuple[dict[str, c.Call], list[c.Call]]:
+    """The calls to time, by subject name, and the closers to run afterwards."""
+    calls: dict[str, c.Call] = {}
+    closers: list[c.Call] = []
+    for name in names:
+        subject: c.Subject | None = None
+        if name == "bare":
+            subject = c.Subject(c.chat_app())
+            await c.start(subject)
+        elif name == "slowapi-mem":
+            subject = c.Subject(c.slowapi_app("memory://"))
+        elif name == "slowapi-redis":
+            subject = c.Subject(c.slowapi_app(c.RedisServer().url))
+        elif name == "keylimit-auth":
+            subject = await c.auth_subject()
+        elif name == "keylimit-mem":
+            subject = await c.protect_subject("memory://")
+        elif name == "keylimit-redis":
+            subject = await c.protect_subject(c.RedisServer().url)
+        elif name == "redis-rtt":
+            call, closer = await rtt_call(c.RedisServer().url)
+            calls[name] = call
+            closers.append(closer)
+            continue
+        else:
+            raise SystemExit(f"unknown in-process subject {name!r} (known: {', '.join(SUBJECTS)})")
+        await c.check(subject, name)
+        calls[name] = _caller(subject)
+        closers.append(_closer(subject))
+    return calls, closers
+
+
+def _caller(subject: c.Subject) -> c.Call:
+    app, headers = subject.app, subject.headers
+
+    async def call() -> int:
+        return await c.request(app, headers)
+
+    return call
+
+
+def _closer(subject: c.Subject) -> c.Call:
+    async def close() -> None:
+        await c.close(subject)
+
+    return close
+
+
+async def run(names: list[str], n: int, rounds: int) -> dict[str, Any]:
+    calls, closers = await build(names)
+    try:
+        per_round = await c.interleaved(calls, n, rounds)
+    finally:
+        for closer in closers:
+            await closer()
+    us = {name: c.median(xs) for name, xs in per_round.items()}
+    bare = us.get("bare")
+    overhead = {
+        name: round(v - bare, 2) for name, v in us.items() if bare is not None and name not in ("bare", "redis-rtt")
+    }
+    return {"n": n, "rounds": rounds, "us_per_request": us, "overhead_us": overhead, "per_round_us": per_round}
