@@ -1,8 +1,10 @@
 """Building the working parts from a ``Config``: the one place Protect, the management app,
-the CLI and the demo get their store, hasher, key format, plans and ``KeyManager`` from."""
+the CLI and the demo get their store, hasher, key format, plans, ``KeyManager`` and
+``Authenticator`` from."""
 
 from __future__ import annotations
 
+from ._authenticator import Authenticator
 from ._config import Config
 from ._hashing import Hasher
 from ._keys import KeyFormat
@@ -42,4 +44,20 @@ def key_manager(config: Config, store: KeyStore | None = None) -> KeyManager:
         hasher=hasher(config),
         plans=plans(config),
         clock=config.clock,
+    )
+
+
+def authenticator(config: Config, store: KeyStore | None = None) -> Authenticator:
+    """The key hot path over ``store`` (by default a new one), with the cache and throttle settings."""
+    return Authenticator(
+        key_store(config) if store is None else store,
+        key_format=key_format(config),
+        hasher=hasher(config),
+        plans=plans(config),
+        clock=config.clock,
+        cache_ttl=config.cache_ttl,
+        cache_size=config.cache_size,
+        verify_concurrency=config.verify_concurrency,
+        failures_per_minute=config.auth_failures_per_minute,
+        last_used_interval=config.last_used_interval,
     )

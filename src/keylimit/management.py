@@ -16,10 +16,11 @@ A key of another account gets 404, as if the account had no such keys.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,10 +30,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ._config import Config
 from ._errors import (
     BadRequest,
     HTTPError,
     InsufficientScope,
+    MissingKey,
     NotFound,
     RequestTooLarge,
     StorageUnavailable,
@@ -182,12 +185,17 @@ def management_app(
         header = request.headers.get("authorization")
         scheme, _, token = (header or "").partition(" ")
         token = token.strip()
-        is_session = scheme.lower() == "bearer" and bool(token) and manager.key_format.parse(token) is None
-        if is_session and await verifier.verify(token, account_id):
-            return
         client = request.client.host if request.client else None
-        # Anything that is not an accepted session token goes through the key path, which
-        # answers 401 for it and counts the failure against this client.
+        if scheme.lower() == "bearer" and token and manager.key_format.parse(token) is None:
+            # A session token. An address throttled for failures may not try one either:
+            # asked about no key, ``authenticate`` refuses a throttled address and else
+            # answers MissingKey without counting a failure.
+            with contextlib.suppress(MissingKey):
+                await authenticate(None, client)
+            if await verifier.verify(token, account_id):
+                return
+        # Whatever is not an accepted session token takes the key path, which answers 401
+        # for it and counts the failure against this address.
         principal = await authenticate(header.encode("latin-1") if header is not None else None, client)
         if principal.account_id != account_id:
             raise NotFound("No such account, or you may not manage it.")
@@ -250,6 +258,36 @@ def management_app(
         Route(f"{path}/{{account_id}}", _answers(set_plan), methods=["PUT"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _starlette_error})
+
+
+def management_app_from_config(config: Config, *, session_verifier: SessionVerifier | None = None) -> Starlette:
+    """The management app over the store, plans and key settings ``config`` describes.
+
+    It owns its store: started with the app's lifespan and closed when the app shuts down.
+    """
+    from . import _runtime
+
+    manager = _runtime.key_manager(config)
+    authenticator = _runtime.authenticator(config, manager.store)
+    app = management_app(
+        manager=manager,
+        authenticate=authenticator.authenticate,
+        session_verifier=session_verifier,
+        admin_token=config.admin_token,
+        path=config.management_path,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await authenticator.start()
+        try:
+            yield
+        finally:
+            await authenticator.aclose()
+            await manager.store.aclose()
+
+    app.router.lifespan_context = lifespan
+    return app
 
 
 def _answers(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:

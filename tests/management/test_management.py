@@ -9,13 +9,14 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
+from starlette.testclient import TestClient
 
-from keylimit import Hasher, KeyFormat, KeyManager, ManualClock, Principal
+from keylimit import Config, Hasher, KeyFormat, KeyManager, ManualClock, Principal
+from keylimit._authenticator import Authenticator
 from keylimit._hashing import CHEAPEST
-from keylimit.management import management_app
+from keylimit.management import management_app, management_app_from_config
 from keylimit.stores.memory import MemoryKeyStore
 from keylimit.stores.sqlite import SQLiteKeyStore
-from tests.management._auth import authenticator_for
 
 ADMIN = "admin-session-token-0123456789"
 BASE = "http://testserver"
@@ -32,9 +33,29 @@ def manager(clock: ManualClock) -> KeyManager:
     return KeyManager(MemoryKeyStore(), hasher=Hasher(CHEAPEST), clock=clock)
 
 
+MakeAuth = Callable[..., Authenticate]
+
+
 @pytest.fixture
-async def client(manager: KeyManager) -> AsyncIterator[httpx.AsyncClient]:
-    app = management_app(manager=manager, authenticate=authenticator_for(manager), admin_token=ADMIN)
+async def make_auth() -> AsyncIterator[MakeAuth]:
+    """The real Authenticator over a manager's store and settings; closed after the test."""
+    made: list[Authenticator] = []
+
+    def make(manager: KeyManager, **options: Any) -> Authenticate:
+        authenticator = Authenticator(
+            manager.store, key_format=manager.key_format, hasher=manager.hasher, clock=manager.clock, **options
+        )
+        made.append(authenticator)
+        return authenticator.authenticate
+
+    yield make
+    for authenticator in made:
+        await authenticator.aclose()
+
+
+@pytest.fixture
+async def client(manager: KeyManager, make_auth: MakeAuth) -> AsyncIterator[httpx.AsyncClient]:
+    app = management_app(manager=manager, authenticate=make_auth(manager), admin_token=ADMIN)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
         yield c
 
@@ -224,8 +245,8 @@ async def test_session_scheme_is_case_insensitive(client: httpx.AsyncClient) -> 
     assert response.status_code == 200
 
 
-async def test_without_an_admin_token_no_session_token_is_accepted(manager: KeyManager) -> None:
-    app = management_app(manager=manager, authenticate=authenticator_for(manager))
+async def test_without_an_admin_token_no_session_token_is_accepted(manager: KeyManager, make_auth: MakeAuth) -> None:
+    app = management_app(manager=manager, authenticate=make_auth(manager))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
         for token in ("", "None", ADMIN):
             response = await c.get(keys_url("acme"), headers=bearer(token))
@@ -243,11 +264,9 @@ class PerAccountSessions:
         return token == f"session-of-{account_id}"
 
 
-async def test_pluggable_session_verifier(manager: KeyManager) -> None:
+async def test_pluggable_session_verifier(manager: KeyManager, make_auth: MakeAuth) -> None:
     verifier = PerAccountSessions()
-    app = management_app(
-        manager=manager, authenticate=authenticator_for(manager), session_verifier=verifier, admin_token=ADMIN
-    )
+    app = management_app(manager=manager, authenticate=make_auth(manager), session_verifier=verifier, admin_token=ADMIN)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
         assert (await c.get(keys_url("acme"), headers=bearer("session-of-acme"))).status_code == 200
         assert (await c.get(keys_url("globex"), headers=bearer("session-of-acme"))).status_code == 401
@@ -385,10 +404,10 @@ async def test_unknown_paths_and_methods_answer_in_the_error_shape(client: httpx
     )
 
 
-async def test_key_store_down_is_503(tmp_path: Path) -> None:
+async def test_key_store_down_is_503(tmp_path: Path, make_auth: MakeAuth) -> None:
     store = SQLiteKeyStore(tmp_path / "missing-dir" / "keys.db")
     manager = KeyManager(store, hasher=Hasher(CHEAPEST))
-    app = management_app(manager=manager, authenticate=authenticator_for(manager), admin_token=ADMIN)
+    app = management_app(manager=manager, authenticate=make_auth(manager), admin_token=ADMIN)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
             for response in (
@@ -406,8 +425,8 @@ async def test_key_store_down_is_503(tmp_path: Path) -> None:
         await store.aclose()
 
 
-async def test_mounted_under_a_prefix(manager: KeyManager) -> None:
-    inner = management_app(manager=manager, authenticate=authenticator_for(manager), admin_token=ADMIN, path="")
+async def test_mounted_under_a_prefix(manager: KeyManager, make_auth: MakeAuth) -> None:
+    inner = management_app(manager=manager, authenticate=make_auth(manager), admin_token=ADMIN, path="")
     app = Starlette(routes=[Mount("/admin/accounts", app=inner)])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
         created = await c.post("/admin/accounts/acme/apiKeys", json={"name": "k"}, headers=bearer(ADMIN))
@@ -415,3 +434,51 @@ async def test_mounted_under_a_prefix(manager: KeyManager) -> None:
         listed = await c.get("/admin/accounts/acme/apiKeys", headers=bearer(ADMIN))
         assert [k["id"] for k in listed.json()["data"]] == [created.json()["id"]]
         assert (await c.get("/admin/accounts/openapi.json")).json()["paths"].keys() >= {"/{account_id}"}
+
+
+# --- failed authentications are throttled like any other
+
+
+async def test_failures_are_throttled_session_tokens_included(manager: KeyManager, make_auth: MakeAuth) -> None:
+    clock = manager.clock
+    assert isinstance(clock, ManualClock)
+    app = management_app(manager=manager, authenticate=make_auth(manager, failures_per_minute=3), admin_token=ADMIN)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+        assert (await c.get(keys_url("acme"), headers=bearer(ADMIN))).status_code == 200
+        for token in ("wrong-session", "also-wrong", KeyFormat().generate().token):
+            assert (await c.get(keys_url("acme"), headers=bearer(token))).status_code == 401
+        # Throttled: even the right admin token is refused until the window has passed.
+        for token in (ADMIN, "wrong-session"):
+            response = await c.get(keys_url("acme"), headers=bearer(token))
+            assert_error(response, 429, "invalid_request_error", "too_many_auth_failures")
+            assert int(response.headers["retry-after"]) >= 1
+        # No header is not a failure, but a throttled address is still refused.
+        assert (await c.get(keys_url("acme"))).status_code == 429
+        clock.advance(120)
+        assert (await c.get(keys_url("acme"), headers=bearer(ADMIN))).status_code == 200
+
+
+async def test_successful_sessions_are_not_failures(manager: KeyManager, make_auth: MakeAuth) -> None:
+    app = management_app(manager=manager, authenticate=make_auth(manager, failures_per_minute=1), admin_token=ADMIN)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
+        for _ in range(5):
+            assert (await c.get(keys_url("acme"), headers=bearer(ADMIN))).status_code == 200
+
+
+def test_management_app_from_config(tmp_path: Path) -> None:
+    config = Config(
+        keys_url=f"sqlite:///{tmp_path}/keys.db",
+        admin_token=ADMIN,
+        argon2=CHEAPEST,
+        key_prefix="acme",
+        management_path="/admin/accounts",
+    )
+    with TestClient(management_app_from_config(config)) as c:
+        created = c.post("/admin/accounts/a1/apiKeys", json={"name": "k", "type": "api"}, headers=bearer(ADMIN))
+        assert created.status_code == 201
+        token = created.json()["key"]
+        assert token.startswith("acme_")
+        listed = c.get("/admin/accounts/a1/apiKeys", headers=bearer(token))
+        assert listed.status_code == 200
+        assert [k["id"] for k in listed.json()["data"]] == [created.json()["id"]]
+        assert c.get("/v1/accounts/a1/apiKeys", headers=bearer(ADMIN)).status_code == 404
