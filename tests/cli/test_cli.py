@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from keylimit import Hasher, KeyFormat, KeyStatus, KeyType, Scope
+from keylimit import Hasher, InvalidKey, KeyFormat, KeyStatus, KeyType, Scope
+from keylimit._authenticator import Authenticator
 from keylimit._hashing import CHEAPEST
 from keylimit.stores.sqlite import SQLiteKeyStore
 
@@ -84,6 +85,35 @@ async def test_a_key_created_by_the_cli_is_found_at_once_by_this_process(env: di
         assert Hasher(CHEAPEST).verify(record.hash, token)
         assert not Hasher(CHEAPEST).verify(record.hash, token[:-1] + "x")
     finally:
+        await store.aclose()
+
+
+async def test_the_authenticator_accepts_a_cli_key_at_once_and_refuses_it_once_revoked(
+    env: dict[str, str], db: Path
+) -> None:
+    created = ok(env, "keys", "create", "--account", "acme", "--name", "live")
+    header = f"Bearer {created['key']}".encode()
+    store = SQLiteKeyStore(db)
+    authenticator = Authenticator(store, hasher=Hasher(CHEAPEST))
+    made = [authenticator]
+
+    def fresh_auth(store: SQLiteKeyStore) -> Authenticator:
+        made.append(Authenticator(store, hasher=Hasher(CHEAPEST)))
+        return made[-1]
+
+    try:
+        principal = await authenticator.authenticate(header, "127.0.0.1")
+        assert (principal.key_id, principal.account_id, principal.plan) == (created["id"], "acme", "free")
+        # Another process's changes reach this one when its cache entry expires; a fresh
+        # authenticator (nothing cached) sees them at once.
+        ok(env, "accounts", "set-plan", "acme", "pro")
+        assert (await fresh_auth(store).authenticate(header, "127.0.0.1")).plan == "pro"
+        ok(env, "keys", "revoke", "--account", "acme", created["id"])
+        with pytest.raises(InvalidKey):
+            await fresh_auth(store).authenticate(header, "127.0.0.1")
+    finally:
+        for each in made:
+            await each.aclose()
         await store.aclose()
 
 
