@@ -117,10 +117,11 @@ async def test_unknown_wrong_secret_revoked_and_expired_keys_get_byte_identical_
     body = f"sk_{kid.kid}_{'Z' * 32}"
     wrong_secret = f"forii_{body}{checksum(body)}"
     unknown = KeyFormat().generate().token
-    revoked = await harness.key()
-    revoked_record = (await harness.manager.list_keys("acct_1"))[-1]
-    await harness.manager.revoke_key("acct_1", revoked_record.id)
+    revoked_record, revoked = await harness.manager.create_key("acct_1", "to revoke")
     expired = await harness.key(expires_at=harness.clock() + 10)
+    assert (await harness.get(revoked)).status_code == 200
+    assert (await harness.get(expired)).status_code == 200
+    await harness.manager.revoke_key("acct_1", revoked_record.id)
     harness.clock.advance(11)
     assert (await harness.get(live)).status_code == 200
 
