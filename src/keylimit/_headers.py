@@ -44,16 +44,19 @@ def rate_limit_headers(decision: Decision, now: float, *, ietf: bool = False) ->
     remaining = decision.remaining
     reset_in = max(0.0, decision.reset_at - now)
     waits = [reset_in, reset_in, reset_in]
-    if decision.exceeded is not None:
+    if decision.exceeded is None:
+        reset_requests = reset_tokens = openai_duration(reset_in)
+    else:
         waits[decision.exceeded] = decision.retry_after
+        reset_requests, reset_tokens = openai_duration(waits[REQUESTS]), openai_duration(max(waits[1], waits[2]))
     headers = list(_plan_headers(decision.limits, decision.window, ietf))
     headers += (
         (REMAINING_REQUESTS, b"%d" % remaining[0]),
         (REMAINING_PROMPT, b"%d" % remaining[1]),
         (REMAINING_COMPLETION, b"%d" % remaining[2]),
         (RESET, b"%d" % math.ceil(decision.reset_at)),
-        (RESET_REQUESTS, openai_duration(waits[REQUESTS])),
-        (RESET_TOKENS, openai_duration(max(waits[1], waits[2]))),
+        (RESET_REQUESTS, reset_requests),
+        (RESET_TOKENS, reset_tokens),
     )
     if ietf:
         headers.append(
@@ -80,7 +83,11 @@ def openai_duration(seconds: float) -> bytes:
 
     Rounded up to the millisecond, so that a client that waits that long is never early.
     """
-    ms = math.ceil(seconds * 1000) if seconds > 0 else 0
+    return _duration(math.ceil(seconds * 1000) if seconds > 0 else 0)
+
+
+@functools.lru_cache(maxsize=4096)
+def _duration(ms: int) -> bytes:
     if ms == 0:
         return b"0s"
     if ms < 1000:

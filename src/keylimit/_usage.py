@@ -158,18 +158,25 @@ class JSONTap(Tap):
         return chunk
 
     def _finish(self) -> None:
-        if self._parts:
+        body = b"".join(self._parts) if self._parts else self._tail
+        # Reading usage from the text is several times cheaper than parsing the body;
+        # the whole body is parsed only when there is none, for the text to count.
+        self.usage = _usage_after_key(body)
+        if self.usage is None and self._parts:
             with contextlib.suppress(ValueError, RecursionError):
-                self._read(json.loads(b"".join(self._parts)))
-        elif self._tail:
-            self.usage = _usage_from_tail(self._tail)
+                self._read(json.loads(body))
 
 
 _USAGE_FIELD = re.compile(rb'"(prompt_tokens|completion_tokens)"\s*:\s*(\d{1,18})')
 
 
-def _usage_from_tail(tail: bytes) -> dict[str, Any] | None:
-    found = {name.decode(): int(value) for name, value in _USAGE_FIELD.findall(tail)}
+def _usage_after_key(body: bytes) -> dict[str, Any] | None:
+    """The token counts after the last ``"usage"`` key of a JSON text (keys, not strings:
+    a quote inside a JSON string is escaped)."""
+    at = body.rfind(b'"usage"')
+    if at < 0:
+        return None
+    found = {name.decode(): int(value) for name, value in _USAGE_FIELD.findall(body, at)}
     return found or None
 
 
