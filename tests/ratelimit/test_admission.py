@@ -389,3 +389,32 @@ async def test_limits_from_a_url():
     assert r.int_header("x-ratelimit-limit-requests") == 60  # the reference's free plan
     assert json.loads(r.body) == {}
     await mw.aclose()
+
+
+async def test_usage_quoted_inside_the_answer_text_is_not_taken_for_usage(backend, clock, plans):
+    content = 'Write it as "usage": {"prompt_tokens": 900, "completion_tokens": 90} in the file.'
+    mw = limited(Recorder(reply=chat_reply(content)), backend, clock, plans)
+    await call(mw, body=chat("hi"), who=principal())
+    r = await call(mw, "GET", "/v1/models", who=principal())
+    assert r.int_header("x-ratelimit-remaining-completion-tokens") == 100 - EstimatingTokenCounter().count_text(content)
+
+
+async def test_usage_at_the_end_of_a_body_too_big_to_copy(backend, clock, plans, monkeypatch):
+    monkeypatch.setattr("keylimit._usage.JSON_COPY_BYTES", 1_000)
+    vectors = [{"object": "embedding", "index": i, "embedding": [0.125] * 50} for i in range(20)]
+    reply = {"object": "list", "data": vectors, "usage": {"prompt_tokens": 321, "total_tokens": 321}}
+    body = json.dumps(reply).encode()
+    assert len(body) > 1_000
+
+    async def chunked(scope, receive, send):
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        for i in range(0, len(body), 300):
+            await send({"type": "http.response.body", "body": body[i : i + 300], "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    mw = RateLimitMiddleware(chunked, limits=backend, clock=clock, plans=plans)
+    r = await call(mw, "POST", "/v1/embeddings", body={"model": "e", "input": ["a"] * 20}, who=principal())
+    assert r.body == body
+    r = await call(limited(Recorder(), backend, clock, plans), "GET", "/v1/models", who=principal())
+    assert r.int_header("x-ratelimit-remaining-prompt-tokens") == 1_000 - 321
