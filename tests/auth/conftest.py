@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
@@ -99,12 +101,13 @@ async def health(request: Request) -> PlainTextResponse:
 
 def inner_app() -> Starlette:
     return Starlette(
+        middleware=[Middleware(CORSMiddleware, allow_origins=["https://a.example"], allow_methods=["*"])],
         routes=[
-            Route("/v1/chat/completions", echo_principal, methods=["GET", "POST", "OPTIONS"]),
+            Route("/v1/chat/completions", echo_principal, methods=["GET", "POST"]),
             Route("/v1/models", echo_principal, methods=["GET", "HEAD", "POST", "DELETE"]),
             Route("/health", health),
             Route("/v1/accounts/{rest:path}", management, methods=["GET", "POST", "DELETE"]),
-        ]
+        ],
     )
 
 
