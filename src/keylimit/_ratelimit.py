@@ -157,16 +157,13 @@ class RateLimitMiddleware:
         async def send_reading(message: Message) -> None:
             nonlocal tap
             if message["type"] == "http.response.start":
-                content_type = b""
-                kept = []
-                for name, value in message.get("headers", ()):
-                    if name == b"content-type":
-                        content_type = value.lower()
-                    elif is_rate_limit_header(name) or (name == b"content-length" and request.strip_usage):
-                        continue  # ours instead; and stripping usage changes the length
-                    kept.append((name, value))
-                message["headers"] = kept + headers
-                tap = tap_for(content_type, request.strip_usage)
+                raw = message.get("headers", ())
+                content_type = next((v for n, v in raw if n == b"content-type"), b"")
+                tap = tap_for(content_type.lower(), request.strip_usage)
+                drop_length = tap is not None and tap.rewrites  # stripping usage changes the length
+                message["headers"] = [
+                    (n, v) for n, v in raw if not (is_rate_limit_header(n) or (drop_length and n == b"content-length"))
+                ] + headers
             elif message["type"] == "http.response.body" and tap is not None:
                 chunk = message.get("body", b"")
                 more = message.get("more_body", False)

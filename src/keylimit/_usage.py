@@ -91,6 +91,11 @@ class Tap:
         self._pending: list[str] = []
         self._sent: list[str] = []
 
+    @property
+    def rewrites(self) -> bool:
+        """Whether ``feed`` may return other bytes than it was given."""
+        return False
+
     def feed(self, chunk: bytes, more: bool) -> bytes:
         raise NotImplementedError
 
@@ -194,6 +199,10 @@ class SSETap(Tap):
         self._strip = strip
         self._buffer = b""
         self._reading = True
+
+    @property
+    def rewrites(self) -> bool:
+        return self._strip
 
     def feed(self, chunk: bytes, more: bool) -> bytes:
         if not self._reading:

@@ -222,3 +222,28 @@ async def test_openai_sdk_stream_through_the_demo_model(backend, clock, plans):
     after = await call(limited, "GET", "/v1/models", who=principal())
     used = 1_000_000 - after.int_header("x-ratelimit-remaining-completion-tokens")
     assert used == 2 * plain.usage.completion_tokens
+
+
+@pytest.mark.parametrize(("content_type", "length_kept"), [(b"application/json", True), (b"text/event-stream", False)])
+async def test_content_length_is_dropped_only_when_usage_is_stripped_from_the_body(
+    backend, clock, plans, content_type, length_kept
+):
+    usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    if content_type == b"application/json":
+        body = json.dumps({"error": {"message": "bad model", "type": "invalid_request_error"}}).encode()
+    else:
+        body = b"".join(Streamer().events(include_usage=True))
+        body = body.replace(b'"usage": null', b'"usage": ' + json.dumps(usage).encode(), 1)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    r = await call(streaming(app, backend, clock, plans), body=ask(), who=principal())
+    assert (r.header("content-length") == str(len(body))) is length_kept
+    if length_kept:
+        assert r.body == body
+    else:
+        assert usage_anywhere(r.events()) == []
