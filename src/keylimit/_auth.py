@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.authentication import AuthCredentials
@@ -41,7 +42,7 @@ class KeyAuthMiddleware:
         *,
         authenticator: Authenticator | None = None,
         keys: KeyStore | str | None = None,
-        open_paths: tuple[str, ...] | list[str] = ("/health", "/ping"),
+        open_paths: Iterable[str] = ("/health", "/ping"),
         management_path: str | None = "/v1/accounts",
         **authenticator_options: Any,
     ) -> None:

@@ -82,7 +82,9 @@ class Authenticator:
         self.last_used_interval = last_used_interval
         self._cache = VerifiedCache(ttl=cache_ttl, size=cache_size, clock=clock)
         self._throttle = FailureThrottle(failures_per_minute, clock=clock)
+        self.verify_concurrency = verify_concurrency
         self._verify_slots = asyncio.Semaphore(verify_concurrency)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: dict[bytes, asyncio.Future[Principal | None]] = {}
         self._rehashing: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -98,6 +100,8 @@ class Authenticator:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if asyncio.get_running_loop() is not self._loop:
+            self._bind_loop()
         if not self._subscribed:
             self.store.subscribe(self._on_event)
             self._subscribed = True
@@ -138,7 +142,7 @@ class Authenticator:
         Raises ``MissingKey``, ``InvalidKey``, ``AuthThrottled`` (too many failures from
         ``client``) or ``KeyStoreUnavailable`` (store down and the key not cached).
         """
-        if not self._started:
+        if not self._started or asyncio.get_running_loop() is not self._loop:
             await self.start()
         try:
             parsed = parse_bearer(authorization, self.key_format)
@@ -165,6 +169,15 @@ class Authenticator:
             raise InvalidKey()
         self._used(parsed.kid)
         return principal
+
+    def _bind_loop(self) -> None:
+        # Semaphores, futures and tasks belong to one event loop; an app served again on
+        # another loop (a second TestClient, a restarted server) gets fresh ones.
+        self._loop = asyncio.get_running_loop()
+        self._verify_slots = asyncio.Semaphore(self.verify_concurrency)
+        self._inflight.clear()
+        self._flusher = None
+        self._started = False
 
     def _refuse_if_throttled(self, client: str | None) -> None:
         retry_after = self._throttle.retry_after(client)

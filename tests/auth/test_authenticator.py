@@ -306,3 +306,20 @@ async def test_revocation_and_plan_change_evict_at_once(harness: Harness) -> Non
     assert (await harness.auth.authenticate(f"Bearer {token}".encode(), None)).plan == "pro"
     await harness.manager.revoke_key("acct_1", record.id)
     assert (await harness.get(token)).status_code == 401
+
+
+def test_one_authenticator_serves_one_event_loop_after_another() -> None:
+    # As when one app is served by two TestClients in turn: semaphores and tasks are per loop.
+    store = MemoryKeyStore()
+    hasher = CountingHasher()
+    auth = Authenticator(store, hasher=hasher, verify_concurrency=1, cache_ttl=0)
+
+    async def round_() -> list[str]:
+        created = [await KeyManager(store, hasher=hasher).create_key("acct_1", "k") for _ in range(4)]
+        found = await asyncio.gather(*(auth.authenticate(f"Bearer {t}".encode(), None) for _, t in created))
+        return [p.key_id for p in found]
+
+    assert len(asyncio.run(round_())) == 4
+    assert len(asyncio.run(round_())) == 4
+    assert hasher.verifies == 8
+    assert hasher.peak == 1
