@@ -176,6 +176,8 @@ class Authenticator:
         self._loop = asyncio.get_running_loop()
         self._verify_slots = asyncio.Semaphore(self.verify_concurrency)
         self._inflight.clear()
+        self._background.clear()
+        self._rehashing.clear()
         self._flusher = None
         self._started = False
 
