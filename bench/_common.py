@@ -244,12 +244,14 @@ def bearer(token: str) -> Headers:
     return [(b"authorization", f"Bearer {token}".encode())]
 
 
-async def protect_subject(limits_url: str, *, keys_db: Path | None = None, **options: Any) -> Subject:
+async def protect_subject(
+    limits_url: str, *, keys_db: Path | None = None, chunks: int = 16, **options: Any
+) -> Subject:
     """``Protect(chat_app(), config)`` with a key on an unlimited account in a temp SQLite file."""
     keys_db = keys_db or tempdir() / "keys.db"
     config = keylimit_config(keys_db, limits_url, **options)
     token = await create_key(config)
-    protect = protect_class()(chat_app(), config)
+    protect = protect_class()(chat_app(chunks), config)
     subject = Subject(protect, bearer(token), info={"keys_db": str(keys_db), "limits_url": limits_url})
     await start(subject)
     return subject
