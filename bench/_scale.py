@@ -39,8 +39,8 @@ def fill_keys(keys_db: Path, count: int) -> float:
     conn = sqlite3.connect(keys_db, isolation_level=None)
     try:
         conn.execute("BEGIN")
-        conn.executemany(f"INSERT INTO keys ({', '.join(KEY_FIELDS)}) VALUES ({', '.join('?' * len(KEY_FIELDS))})",
-                         rows)
+        columns, marks = ", ".join(KEY_FIELDS), ", ".join("?" * len(KEY_FIELDS))
+        conn.executemany(f"INSERT INTO keys ({columns}) VALUES ({marks})", rows)  # noqa: S608 - constants
         conn.execute("COMMIT")
         total = conn.execute("SELECT count(*) FROM keys").fetchone()[0]
     finally:
