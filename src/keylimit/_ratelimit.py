@@ -14,7 +14,7 @@ from ._plans import Plans
 from ._responses import send_error
 from ._tokens import EstimatingTokenCounter, TokenCounter
 from ._types import PRINCIPAL_SCOPE_KEY, ASGIApp, Message, Receive, Scope, Send
-from ._usage import Tap, TokenRequest, inspect_request, tap_for
+from ._usage import Tap, TokenRequest, inspect_request, is_json, tap_for, token_count
 from .backends import DIMENSIONS, Decision, LimitBackend, Vector, open_limit_backend
 
 logger = logging.getLogger("keylimit.limits")
@@ -34,7 +34,13 @@ class RateLimitMiddleware:
     """Admits each request against its account's plan and adds ``X-Ratelimit-*`` to the answer.
 
     The account comes from ``scope["keylimit.principal"]`` (written by ``KeyAuthMiddleware``);
-    without one, from ``identity(scope)`` on the default plan (None: not limited).
+    without one, from ``identity(scope)`` on the default plan (None: not limited). A string
+    ``limits`` is opened with ``window``; a backend object counts in its own window.
+
+    A POST with a JSON body is read whole first (up to ``max_body_bytes``, else 413, which
+    counts as one request) for its prompt estimate; any other request counts one request
+    and no tokens. Completion tokens, and the prompt's correction, are charged from the
+    response's ``usage`` when it ends (see ``_usage``).
     """
 
     def __init__(
@@ -159,7 +165,7 @@ class RateLimitMiddleware:
             if message["type"] == "http.response.start":
                 raw = message.get("headers", ())
                 content_type = next((v for n, v in raw if n == b"content-type"), b"")
-                tap = tap_for(content_type.lower(), request.strip_usage)
+                tap = tap_for(content_type, request.strip_usage)
                 drop_length = tap is not None and tap.rewrites  # stripping usage changes the length
                 message["headers"] = [
                     (n, v) for n, v in raw if not (is_rate_limit_header(n) or (drop_length and n == b"content-length"))
@@ -204,10 +210,10 @@ class RateLimitMiddleware:
         usage = tap.usage if tap is not None else None
         prompt_delta = 0
         if usage is not None:
-            prompt = _count(usage.get("prompt_tokens"))
+            prompt = token_count(usage.get("prompt_tokens"))
             if prompt is not None:
                 prompt_delta = prompt - charge[1]
-            used = _count(usage.get("completion_tokens")) or 0
+            used = token_count(usage.get("completion_tokens")) or 0
         elif tap is not None:
             used = self.counter.count_text(tap.sent_text())
         else:
@@ -245,13 +251,6 @@ def _rate_limited(decision: Decision, plan: str) -> RateLimited:
     return RateLimited(message, kind="requests" if d == 0 else "tokens", retry_after=max(decision.retry_after, 0.001))
 
 
-def _count(value: object) -> int | None:
-    """A token count from ``usage``, or None if it is not one."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
-
-
 def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
     async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -264,8 +263,7 @@ def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
 def _json_body(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"content-type":
-            media: bytes = value.partition(b";")[0].strip().lower()
-            return media == b"application/json" or media.endswith(b"+json")
+            return is_json(value)
     return True  # no content type: servers such as FastAPI read the body as JSON
 
 

@@ -71,13 +71,20 @@ def inspect_request(raw: bytes, counter: TokenCounter) -> TokenRequest | None:
 
 
 def _reserve(body: dict[str, Any]) -> int:
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
-        return 0
-    n = body.get("n")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        n = 1
-    return min(max_tokens * n, MAX_RESERVE)
+    max_tokens = token_count(body.get("max_completion_tokens", body.get("max_tokens")))
+    return 0 if max_tokens is None else min(max_tokens * (token_count(body.get("n")) or 1), MAX_RESERVE)
+
+
+def token_count(value: object) -> int | None:
+    """``value`` if it is a whole number of tokens (not a bool, not negative), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def is_json(content_type: bytes) -> bool:
+    media = content_type.partition(b";")[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
 
 
 class Tap:
@@ -245,10 +252,9 @@ class SSETap(Tap):
 
 
 def tap_for(content_type: bytes, strip: bool) -> Tap | None:
-    """The tap for a response of ``content_type`` (lower-cased), or None to read nothing."""
-    media = content_type.partition(b";")[0].strip()
-    if media == b"text/event-stream":
+    """The tap for a response of ``content_type``, or None to read nothing."""
+    if content_type.partition(b";")[0].strip().lower() == b"text/event-stream":
         return SSETap(strip)
-    if media == b"application/json" or media.endswith(b"+json"):
+    if is_json(content_type):
         return JSONTap()
     return None
