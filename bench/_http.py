@@ -1,0 +1,144 @@
+"""Over HTTP: uvicorn with one worker in a subprocess on a loopback port, loaded by ``wrk``
+(C, one thread: not the bottleneck; its CPU use is recorded to show it) with a Lua script
+that POSTs the chat body with the key. Throughput and latency, bare vs keylimit (memory)."""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import _common as c
+
+ROOT = Path(__file__).resolve().parent.parent
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+class Server:
+    """``uvicorn --factory bench.apps:<name>`` on a free port, one worker."""
+
+    def __init__(self, name: str, env: dict[str, str]) -> None:
+        self.port = c.free_port()
+        self.url = f"http://127.0.0.1:{self.port}{c.PATH}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", f"bench.apps:{name}", "--app-dir", str(ROOT),
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1", "--no-access-log",
+             "--log-level", "warning"],
+            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+
+    def wait_ready(self, headers: dict[str, str]) -> dict[str, str]:
+        """Block until one POST answers 200; that answer's headers."""
+        import httpx
+
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise SystemExit(f"uvicorn exited: {err[-2000:]}")
+            try:
+                r = httpx.post(self.url, content=c.BODY, headers={"content-type": "application/json", **headers})
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("uvicorn did not start") from None
+                time.sleep(0.05)
+                continue
+            if r.status_code != 200:
+                raise SystemExit(f"the HTTP subject answered {r.status_code}: {r.text[:300]}")
+            return dict(r.headers)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def lua_script(path: Path, headers: dict[str, str]) -> None:
+    lines = ['wrk.method = "POST"', f"wrk.body = [==[{c.BODY.decode()}]==]",
+             'wrk.headers["Content-Type"] = "application/json"']
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+
+
+def wrk(url: str, script: Path, seconds: float, connections: int) -> dict[str, Any]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True, timeout=seconds + 60,
+    ).stdout
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    latency = {q: _ms(m) for q, m in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+\w+)", out, re.M)}
+    if rps is None or "50" not in latency:
+        raise SystemExit(f"could not read wrk's output:\n{out}")
+    return {"rps": float(rps.group(1)), "p50_ms": latency["50"], "p99_ms": latency["99"],
+            "non_2xx": int(bad.group(1)) if bad else 0, "socket_errors": errors.group(0) if errors else None,
+            "wrk_cpu_percent": round(100 * cpu / wall, 1)}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return round(float(number) * _UNITS[unit], 3)
+
+
+async def run(seconds: float, rounds: int, connections: int) -> dict[str, Any]:
+    if not shutil.which("wrk"):
+        raise SystemExit("the HTTP section needs wrk (apt-get install -y wrk), or skip it with --skip http")
+    tmp = c.tempdir()
+    config = c.keylimit_config(tmp / "keys.db", "memory://")
+    token = await c.create_key(config)
+    env = {"KEYLIMIT_KEYS_URL": config.keys_url, "KEYLIMIT_LIMITS_URL": "memory://"}
+    servers = {"bare": Server("bare", {}), "keylimit-mem": Server("keylimit", env)}
+    auth = {"bare": {}, "keylimit-mem": {"Authorization": f"Bearer {token}"}}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+    out: dict[str, Any] = {"seconds": seconds, "rounds": rounds, "connections": connections,
+                           "server": "uvicorn, 1 worker, " + _uvicorn_impl(), "load": "wrk -t1"}
+    try:
+        for name, server in servers.items():
+            answer = server.wait_ready(auth[name])
+            if name != "bare" and "x-ratelimit-remaining-requests" not in answer:
+                raise SystemExit("keylimit over HTTP answered without X-Ratelimit headers")
+            script = tmp / f"{name}.lua"
+            lua_script(script, auth[name])
+            wrk(server.url, script, 1, connections)  # warm-up
+        for _ in range(rounds):
+            for name, server in servers.items():
+                cpu0 = server.cpu_seconds()
+                t0 = time.perf_counter()
+                result = wrk(server.url, tmp / f"{name}.lua", seconds, connections)
+                result["server_cpu_percent"] = round(100 * (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0), 1)
+                results[name].append(result)
+    finally:
+        for server in servers.values():
+            server.stop()
+    for name, rs in results.items():
+        out[name] = {k: round(statistics.median(r[k] for r in rs), 3)
+                     for k in ("rps", "p50_ms", "p99_ms", "wrk_cpu_percent", "server_cpu_percent")}
+        out[name]["non_2xx"] = sum(r["non_2xx"] for r in rs)
+        out[name]["rounds"] = rs
+    out["throughput_ratio"] = round(out["keylimit-mem"]["rps"] / out["bare"]["rps"], 3)
+    return out
+
+
+def _uvicorn_impl() -> str:
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"{loop} loop, {http}"
