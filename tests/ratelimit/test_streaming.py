@@ -247,3 +247,61 @@ async def test_content_length_is_dropped_only_when_usage_is_stripped_from_the_bo
         assert r.body == body
     else:
         assert usage_anywhere(r.events()) == []
+
+
+async def test_a_starlette_stream_stopped_by_a_disconnect_is_charged_for_what_was_sent(backend, clock, plans):
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    never = asyncio.Event()
+
+    async def endpoint(request: Request) -> StreamingResponse:
+        await request.json()
+
+        async def events():
+            for piece in PIECES[:2]:
+                data = json.dumps({"choices": [{"index": 0, "delta": {"content": piece}}]}).encode()
+                yield b"data: " + data + b"\n\n"
+            await never.wait()  # the model stalls; the client gives up
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    app = Starlette(routes=[Route("/v1/chat/completions", endpoint, methods=["POST"])])
+    mw = streaming(app, backend, clock, plans)
+    body = json.dumps(ask()).encode()
+    incoming = [{"type": "http.request", "body": body, "more_body": False}]
+    two_sent = asyncio.Event()
+    received: list[bytes] = []
+
+    async def receive() -> Message:
+        if incoming:
+            return incoming.pop(0)
+        await two_sent.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            received.append(message["body"])
+            if len(received) == 2:
+                two_sent.set()
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+        "query_string": b"",
+        "client": ("10.0.0.1", 1),
+        "root_path": "",
+        "scheme": "http",
+        "server": ("t", 80),
+        PRINCIPAL_SCOPE_KEY: principal(),
+    }
+    await asyncio.wait_for(mw(scope, receive, send), 10)
+    assert len(received) == 2
+    after = await standing(mw)
+    assert after.int_header("x-ratelimit-remaining-completion-tokens") == LIMIT - COUNTER.count_text(
+        PIECES[0] + PIECES[1]
+    )
