@@ -71,7 +71,7 @@ def lua_script(path: Path, headers: dict[str, str]) -> None:
     path.chmod(0o600)
 
 
-def wrk(url: str, script: Path, seconds: float, connections: int) -> dict[str, Any]:
+def wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run(
@@ -97,7 +97,7 @@ def _ms(text: str) -> float:
     return round(float(number) * _UNITS[unit], 3)
 
 
-async def run(seconds: float, rounds: int, connections: int) -> dict[str, Any]:
+async def run(seconds: int, rounds: int, connections: int) -> dict[str, Any]:
     if not shutil.which("wrk"):
         raise SystemExit("the HTTP section needs wrk (apt-get install -y wrk), or skip it with --skip http")
     tmp = c.tempdir()
