@@ -122,7 +122,8 @@ async def run(seconds: int, rounds: int, connections: int) -> dict[str, Any]:
                 cpu0 = server.cpu_seconds()
                 t0 = time.perf_counter()
                 result = wrk(server.url, tmp / f"{name}.lua", seconds, connections)
-                result["server_cpu_percent"] = round(100 * (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0), 1)
+                cpu = server.cpu_seconds() - cpu0
+                result["server_cpu_percent"] = round(100 * cpu / (time.perf_counter() - t0), 1)
                 results[name].append(result)
     finally:
         for server in servers.values():

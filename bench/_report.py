@@ -35,7 +35,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if scale:
         ovh = scale["overhead_us"]
         pairs = [
-            (f"overhead within 10% from 1 to {scale['keys']:,} keys", "keylimit-mem", f"keylimit-mem/{scale['keys']}-keys"),
+            (f"overhead within 10% from 1 to {scale['keys']:,} keys", "keylimit-mem",
+             f"keylimit-mem/{scale['keys']}-keys"),
             (f"overhead within 10% from 1 to {scale['accounts']:,} accounts (memory)", "keylimit-mem",
              f"keylimit-mem/{scale['accounts']}-accounts"),
             (f"overhead within 10% from 1 to {scale['accounts']:,} accounts (Redis)", "keylimit-redis",
@@ -56,7 +57,8 @@ def _table(title: str, header: list[str], rows: list[list[Any]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = [f"\n{title}"]
     for j, row in enumerate(cells):
-        lines.append("  " + "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
+        padded = (v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
+        lines.append("  " + "  ".join(padded))
         if j == 0:
             lines.append("  " + "  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -108,7 +110,8 @@ def render(doc: dict[str, Any]) -> str:
                 ["argon2 verify, configured (" + cold["argon2_config"]["params"] + ")",
                  cold["argon2_config"]["verify_ms"]],
                 [f"{lag['verifications']} cold requests at once: wall s", lag["wall_seconds"]],
-                ["  their latency p50 / p99 ms", f"{lag['request_latency_ms']['p50']} / {lag['request_latency_ms']['p99']}"],
+                ["  their latency p50 / p99 ms",
+                 f"{lag['request_latency_ms']['p50']} / {lag['request_latency_ms']['p99']}"],
                 ["loop lag idle p99 / max ms", f"{lag['loop_lag_idle']['p99_ms']} / {lag['loop_lag_idle']['max_ms']}"],
                 ["loop lag during p99 / max ms",
                  f"{lag['loop_lag_during']['p99_ms']} / {lag['loop_lag_during']['max_ms']}"],

@@ -91,7 +91,7 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
         elif section == "cold":
             results[section] = await _cold.run(a.cold, 3 if a.quick else 10)
         results[section]["section_seconds"] = round(time.perf_counter() - t0, 1)
-        print(f"[{section}] done in {results[section]["section_seconds"]} s", file=sys.stderr, flush=True)
+        print(f"[{section}] done in {results[section]['section_seconds']} s", file=sys.stderr, flush=True)
     return results
 
 
@@ -110,7 +110,7 @@ def meta(a: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "machine": f"{platform.system()} {platform.machine()}, {_cpus()} CPUs",
         "redis_server": _output(["redis-server", "--version"]),
-        "wrk": _output(["wrk", "--version"], stream="stdout").splitlines()[0] if _output(["wrk", "--version"]) else None,
+        "wrk": (_output(["wrk", "--version"]).splitlines() or [None])[0],
         "versions": versions,
     }
 
@@ -121,7 +121,7 @@ def _cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _output(cmd: list[str], stream: str = "stdout") -> str:
+def _output(cmd: list[str]) -> str:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
