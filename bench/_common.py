@@ -147,7 +147,8 @@ def chat_app(chunks: int = 16) -> ASGIApp:
         usage = (body.get("stream_options") or {}).get("include_usage") is True
         return StreamingResponse(_events(chunks, usage), media_type="text/event-stream")
 
-    return Starlette(routes=[Route(PATH, chat, methods=["POST"])])
+    app: Any = Starlette(routes=[Route(PATH, chat, methods=["POST"])])
+    return app  # type: ignore[no-any-return]
 
 
 async def _events(chunks: int, usage: bool) -> Any:
@@ -314,8 +315,8 @@ async def request(app: ASGIApp, headers: Headers, body: bytes = BODY) -> int:
 async def start(subject: Subject) -> None:
     """Run the app's lifespan startup; its shutdown is queued on ``subject.closers``."""
     queue: asyncio.Queue[Message] = asyncio.Queue()
-    started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    stopped: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    started: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    stopped: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     async def send(message: Message) -> None:
         kind = message["type"]
@@ -324,7 +325,7 @@ async def start(subject: Subject) -> None:
             target.set_result(kind)
 
     lifespan = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    task = asyncio.ensure_future(subject.app(lifespan, queue.get, send))
+    task: asyncio.Future[Any] = asyncio.ensure_future(subject.app(lifespan, queue.get, send))
     await queue.put({"type": "lifespan.startup"})
     await asyncio.wait([started, task], timeout=30, return_when=asyncio.FIRST_COMPLETED)
 

@@ -18,8 +18,8 @@ def counting_round_trips() -> Iterator[list[int]]:
     import redis.connection as sconn
 
     count = [0]
-    async_send = aconn.AbstractConnection.send_packed_command
-    sync_send = sconn.AbstractConnection.send_packed_command
+    async_send: Any = aconn.AbstractConnection.send_packed_command
+    sync_send: Any = sconn.AbstractConnection.send_packed_command
 
     async def counted_async(self: Any, *args: Any, **kwargs: Any) -> Any:
         count[0] += 1

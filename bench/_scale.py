@@ -128,7 +128,7 @@ async def run(keys: int, accounts: int, n: int, rounds: int) -> dict[str, Any]:
     subjects[f"keylimit-mem/{keys}-keys"] = await _reuse(filled_db, token)
     subjects[f"keylimit-mem/{accounts}-accounts"] = charged = await c.protect_subject("memory://")
     t0 = time.perf_counter()
-    await charge_memory(charged.app.limits, accounts)
+    await charge_memory(_limits_of(charged), accounts)
     out["charge_memory_seconds"] = round(time.perf_counter() - t0, 1)
     subjects["keylimit-redis"] = await c.protect_subject(c.RedisServer().url)
     redis_server = c.RedisServer()
@@ -142,7 +142,7 @@ async def run(keys: int, accounts: int, n: int, rounds: int) -> dict[str, Any]:
     calls = {name: _inprocess._caller(s) for name, s in subjects.items()}
     try:
         per_round = await c.interleaved(calls, n, rounds)
-        out["active_in_memory_backend"] = len(charged.app.limits)
+        out["active_in_memory_backend"] = len(_limits_of(charged))
         out["active_in_redis"] = int(redis_server.command("DBSIZE").lstrip(":"))
         out["key_lookup_us"] = {
             "1": await lookup_us(Path(subjects["keylimit-mem"].info["keys_db"]), _kid_of(subjects["keylimit-mem"])),
@@ -165,6 +165,12 @@ async def _reuse(keys_db: Path, token: str) -> c.Subject:
     subject = c.Subject(c.protect_class()(c.chat_app(), config), c.bearer(token), info={"keys_db": str(keys_db)})
     await c.start(subject)
     return subject
+
+
+def _limits_of(subject: c.Subject) -> Any:
+    """The limit backend of a ``Protect`` subject."""
+    app: Any = subject.app
+    return app.limits
 
 
 def _kid_of(subject: c.Subject) -> str:

@@ -96,7 +96,7 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def meta(a: argparse.Namespace) -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in ("keylimit", "starlette", "redis", "limits", "slowapi", "argon2-cffi", "uvicorn", "httpx"):
         try:
             versions[dist] = metadata.version(dist)
@@ -110,7 +110,7 @@ def meta(a: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "machine": f"{platform.system()} {platform.machine()}, {_cpus()} CPUs",
         "redis_server": _output(["redis-server", "--version"]),
-        "wrk": (_output(["wrk", "--version"]).splitlines() or [None])[0],
+        "wrk": next(iter(_output(["wrk", "--version"]).splitlines()), None),
         "versions": versions,
     }
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     started = time.perf_counter()
     results = asyncio.run(measure(a))
-    document = {"meta": meta(a), "results": results, "targets": _report.targets(results)}
+    document: dict[str, Any] = {"meta": meta(a), "results": results, "targets": _report.targets(results)}
     document["meta"]["seconds"] = round(time.perf_counter() - started, 1)
     print(_report.render(document))
     a.out.parent.mkdir(parents=True, exist_ok=True)
