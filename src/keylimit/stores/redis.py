@@ -8,26 +8,23 @@ Layout (every key of one account shares a hash tag, so Redis Cluster works)::
 
 Each write touches one hash slot, in a small Lua script where it must be atomic
 (revocation keeps its first ``revoked_at``; a hash is never half-created). Revocations and
-plan changes are published on ``keylimit:events``; ``start()`` runs a subscriber that hands
-other processes' events to this store's listeners and reconnects, with backoff, whenever
-Redis goes away. PUBLISH reaches every node of a cluster, so one subscription is enough.
+plan changes are published on ``keylimit:events`` (see ``_channel``); ``start()`` runs a
+subscriber that hands other processes' events to this store's listeners and reconnects,
+with backoff, whenever Redis goes away. PUBLISH reaches every node of a cluster, so one
+subscription is enough.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
-import logging
-import random
-import uuid
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from .._errors import ConfigurationError, KeyStoreUnavailable
 from .._models import Account, KeyRecord, KeyStatus
 from .._redis import is_cluster, redact_url, redis_client
 from ._base import Listener, StoreEvent
+from ._channel import EventChannel
 from ._codec import (
     account_from_fields,
     account_to_fields,
@@ -42,16 +39,8 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ConfigurationError("KEYLIMIT_KEYS_URL: Redis needs the extra: pip install 'keylimit[redis]'") from exc
 
-if TYPE_CHECKING:
-    from redis.asyncio.client import PubSub
-
 T = TypeVar("T")
-logger = logging.getLogger("keylimit.stores.redis")
-
-CHANNEL = "keylimit:events"
 _FAILURES = (RedisError, RedisClusterException, OSError)
-_BACKOFF_MIN, _BACKOFF_MAX = 0.05, 5.0
-_IDLE_PING = 15.0  # a silent connection is probed this often, so a dead one is noticed
 
 # KEYS[1] key hash; ARGV field, value, ... -> 0 when the kid is taken
 _ADD_KEY = """
@@ -103,13 +92,8 @@ class RedisKeyStore:
     def __init__(self, url: str, *, timeout: float = 2.0) -> None:
         self.url = url
         self._client = redis_client(url, timeout=timeout)
-        self._cluster = is_cluster(url)
-        self._origin = uuid.uuid4().hex  # marks this instance's own events on the channel
         self._listeners: list[Listener] = []
-        self._task: asyncio.Task[None] | None = None
-        # Which state the subscriber is in; tests await these instead of sleeping.
-        self._live = asyncio.Event()
-        self._lost = asyncio.Event()
+        self._events = EventChannel(self._client, url, self._emit, cluster=is_cluster(url), failures=_FAILURES)
 
     @classmethod
     def from_url(cls, url: str) -> RedisKeyStore:
@@ -191,94 +175,21 @@ class RedisKeyStore:
         self._listeners.append(listener)
 
     async def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._listen(), name="keylimit-key-events")
+        self._events.start()
 
     async def aclose(self) -> None:
-        task, self._task = self._task, None
-        # Insist: on Python 3.11, redis-py's asyncio.wait_for around a socket write can
-        # swallow a cancellation that lands as the write completes.
-        while task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=0.1)
+        await self._events.aclose()
         with contextlib.suppress(*_FAILURES):
             await self._client.aclose()
-
-    # -- events ------------------------------------------------------------------------------
-
-    async def _announce(self, event: StoreEvent) -> None:
-        """Tell this process's listeners at once, then the other processes through Redis."""
-        self._emit(event)
-        payload = json.dumps({"kind": event.kind, "id": event.id, "origin": self._origin}, separators=(",", ":"))
-        try:
-            await self._client.publish(CHANNEL, payload)
-        except _FAILURES as exc:
-            # The change itself is stored; other processes' caches expire it instead.
-            logger.warning(
-                "could not publish a %s change to %s (%s); other processes see it when their caches expire",
-                event.kind,
-                redact_url(self.url),
-                type(exc).__name__,
-            )
 
     def _emit(self, event: StoreEvent) -> None:
         for listener in self._listeners:
             listener(event)
 
-    async def _pubsub(self) -> PubSub:
-        if self._cluster:
-            await self._client.initialize()
-        return self._client.pubsub()
-
-    async def _listen(self) -> None:
-        delay = _BACKOFF_MIN
-        down = False
-        while True:
-            pubsub: PubSub | None = None
-            try:
-                pubsub = await self._pubsub()
-                await pubsub.subscribe(CHANNEL)
-                self._lost.clear()
-                self._live.set()
-                if down:
-                    logger.info("key store events from %s resumed", redact_url(self.url))
-                down, delay = False, _BACKOFF_MIN
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_IDLE_PING)
-                    if message is None:
-                        await pubsub.ping()
-                    elif message.get("type") == "message":
-                        self._receive(message.get("data"))
-            except Exception as exc:
-                self._live.clear()
-                self._lost.set()
-                if not down:
-                    logger.warning(
-                        "lost key store events from %s (%s); reconnecting",
-                        redact_url(self.url),
-                        type(exc).__name__,
-                    )
-                down = True
-            finally:
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, _BACKOFF_MAX)
-
-    def _receive(self, data: object) -> None:
-        try:
-            event = json.loads(data)  # type: ignore[arg-type]
-            kind, id_, origin = event["kind"], event["id"], event.get("origin")
-        except (TypeError, ValueError, KeyError, AttributeError):
-            logger.debug("ignored a malformed message on %s", CHANNEL)
-            return
-        if origin == self._origin or kind not in ("key", "account") or not isinstance(id_, str):
-            return
-        try:
-            self._emit(StoreEvent(kind, id_))
-        except Exception:
-            logger.exception("a key store listener failed")
+    async def _announce(self, event: StoreEvent) -> None:
+        """Tell this process's listeners at once, then the other processes through Redis."""
+        self._emit(event)
+        await self._events.publish(event)
 
 
 def _flatten(fields: Mapping[str, str]) -> list[str]:
