@@ -295,7 +295,7 @@ async def test_a_revocation_reaches_another_redis_store(fixture: str, request: p
     server.subscribe(plan)
     try:
         await server.start()
-        await asyncio.wait_for(server._events.live.wait(), 10)
+        await asyncio.wait_for(server._live.wait(), 10)
         await admin.add_key(make_record("AAAAAAAAAAA1"))
 
         await admin.revoke_key("acct_a", "AAAAAAAAAAA1", T0 + 1)
@@ -317,7 +317,7 @@ async def test_a_stopped_redis_is_unavailable_then_recovers(tmp_path: Path) -> N
     store.subscribe(revoked)
     try:
         await store.start()
-        await asyncio.wait_for(store._events.live.wait(), 10)
+        await asyncio.wait_for(store._live.wait(), 10)
         await store.add_key(make_record("AAAAAAAAAAA1"))
 
         private.stop()
@@ -325,14 +325,14 @@ async def test_a_stopped_redis_is_unavailable_then_recovers(tmp_path: Path) -> N
             await store.get_key("AAAAAAAAAAA1")
         with pytest.raises(KeyStoreUnavailable):
             await store.revoke_key("acct_a", "AAAAAAAAAAA1", T0)
-        await asyncio.wait_for(store._events.lost.wait(), 10)
+        await asyncio.wait_for(store._lost.wait(), 10)
 
         private.start()  # same port, empty: nothing was saved
         assert await store.get_key("AAAAAAAAAAA1") is None
         await store.add_key(make_record("AAAAAAAAAAA1"))
         assert await store.get_key("AAAAAAAAAAA1") == make_record("AAAAAAAAAAA1")
 
-        await asyncio.wait_for(store._events.live.wait(), 10)
+        await asyncio.wait_for(store._live.wait(), 10)
         await admin.add_key(make_record("AAAAAAAAAAA2"))
         await admin.revoke_key("acct_a", "AAAAAAAAAAA2", T0 + 1)
         await asyncio.wait_for(revoked_arrived.wait(), 1)

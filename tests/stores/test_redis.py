@@ -88,12 +88,12 @@ async def test_the_subscriber_survives_garbage_and_failing_listeners(redis_url: 
     publisher = redis.Redis.from_url(redis_url)
     try:
         await store.start()
-        await asyncio.wait_for(store._events.live.wait(), 10)
+        await asyncio.wait_for(store._live.wait(), 10)
         for garbage in (b"not json", b"[]", b'{"kind": "key"}', b'{"kind": "nope", "id": "x"}', b'{"id": 5}'):
             publisher.publish(CHANNEL, garbage)
         publisher.publish(CHANNEL, json.dumps({"kind": "account", "id": "acct_a", "origin": "elsewhere"}))
         publisher.publish(CHANNEL, json.dumps({"kind": "account", "id": "acct_b", "origin": "elsewhere"}))
         await asyncio.wait_for(arrived.wait(), 1)
-        assert store._events.live.is_set()
+        assert store._live.is_set()
     finally:
         await store.aclose()

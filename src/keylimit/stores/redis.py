@@ -16,6 +16,7 @@ subscription is enough.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
@@ -101,6 +102,15 @@ class RedisKeyStore:
 
     def __repr__(self) -> str:
         return f"RedisKeyStore(url={redact_url(self.url)!r})"
+
+    # The subscriber's state, for tests to await instead of sleeping.
+    @property
+    def _live(self) -> asyncio.Event:
+        return self._events.live
+
+    @property
+    def _lost(self) -> asyncio.Event:
+        return self._events.lost
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         try:
