@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._auth import KeyAuthMiddleware
+from ._authenticator import Authenticator
 from ._clock import Clock, ManualClock
 from ._config import Config
 from ._errors import (
@@ -25,7 +27,11 @@ from ._keys import KeyFormat, ParsedKey
 from ._manager import KeyManager
 from ._models import Account, KeyRecord, KeyStatus, KeyType, Limits, Principal, Scope
 from ._plans import DEFAULT_PLANS, Plans
+from ._protect import Protect, protect
+from ._ratelimit import RateLimitMiddleware
+from ._tokens import EstimatingTokenCounter, TokenCounter
 from .backends import Decision, LimitBackend, open_limit_backend
+from .management import SessionVerifier, management_app
 from .stores import KeyStore, StoreEvent, open_key_store
 
 __version__ = "0.1.0"
@@ -35,15 +41,18 @@ __all__ = [
     "Account",
     "Argon2Params",
     "AuthThrottled",
+    "Authenticator",
     "BadRequest",
     "Clock",
     "Config",
     "ConfigurationError",
     "Decision",
+    "EstimatingTokenCounter",
     "HTTPError",
     "Hasher",
     "InsufficientScope",
     "InvalidKey",
+    "KeyAuthMiddleware",
     "KeyFormat",
     "KeyManager",
     "KeyRecord",
@@ -61,11 +70,17 @@ __all__ = [
     "ParsedKey",
     "Plans",
     "Principal",
+    "Protect",
+    "RateLimitMiddleware",
     "RateLimited",
     "RequestTooLarge",
     "Scope",
+    "SessionVerifier",
     "StorageUnavailable",
     "StoreEvent",
+    "TokenCounter",
+    "management_app",
     "open_key_store",
     "open_limit_backend",
+    "protect",
 ]

@@ -16,12 +16,12 @@ from .stores import KeyStore, open_key_store
 
 def key_store(config: Config) -> KeyStore:
     """The store ``KEYLIMIT_KEYS_URL`` names (not yet started; the caller closes it)."""
-    return open_key_store(config.keys_url)
+    return open_key_store(config.keys_url, timeout=config.redis_timeout)
 
 
 def limit_backend(config: Config) -> LimitBackend:
     """The limit storage ``KEYLIMIT_LIMITS_URL`` names, counting in ``window_seconds`` windows."""
-    return open_limit_backend(config.limits_url, config.window_seconds)
+    return open_limit_backend(config.limits_url, config.window_seconds, timeout=config.redis_timeout)
 
 
 def hasher(config: Config) -> Hasher:

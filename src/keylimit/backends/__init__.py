@@ -12,22 +12,26 @@ from urllib.parse import urlsplit
 
 from ._base import DIMENSIONS, Decision, LimitBackend, Vector
 
+_REDIS = "keylimit.backends.redis:RedisBackend"
 _SCHEMES = {
     "memory": "keylimit.backends.memory:MemoryBackend",
-    "redis": "keylimit.backends.redis:RedisBackend",
-    "rediss": "keylimit.backends.redis:RedisBackend",
-    "redis+cluster": "keylimit.backends.redis:RedisBackend",
+    "redis": _REDIS,
+    "rediss": _REDIS,
+    "redis+cluster": _REDIS,
 }
 _GENERIC = "keylimit.backends.generic:LimitsBackend"
 
 
-def open_limit_backend(url: str, window: float) -> LimitBackend:
-    """The backend for ``url``. Raises ``ConfigurationError`` naming ``KEYLIMIT_LIMITS_URL``."""
+def open_limit_backend(url: str, window: float, *, timeout: float = 2.0) -> LimitBackend:
+    """The backend for ``url``. Raises ``ConfigurationError`` naming ``KEYLIMIT_LIMITS_URL``.
+
+    ``timeout`` bounds each command of the Redis fast path, in seconds.
+    """
     scheme = urlsplit(url).scheme.lower()
     target = _SCHEMES.get(scheme, _GENERIC)
     module_name, _, class_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    backend: LimitBackend = getattr(module, class_name).from_url(url, window)
+    factory = getattr(importlib.import_module(module_name), class_name).from_url
+    backend: LimitBackend = factory(url, window, timeout=timeout) if target == _REDIS else factory(url, window)
     return backend
 
 

@@ -18,7 +18,7 @@ _SCHEMES = {
 }
 
 
-def open_key_store(url: str) -> KeyStore:
+def open_key_store(url: str, *, timeout: float = 2.0) -> KeyStore:
     """The store for ``url`` (``memory://``, ``sqlite:///path.db``, ``redis://…``, …).
 
     Raises ``ConfigurationError`` naming ``KEYLIMIT_KEYS_URL`` for an unknown scheme.
@@ -30,7 +30,8 @@ def open_key_store(url: str) -> KeyStore:
         raise ConfigurationError(f"KEYLIMIT_KEYS_URL: unknown scheme {scheme!r} (expected one of {known})")
     module_name, _, class_name = target.partition(":")
     module = importlib.import_module(module_name)
-    store: KeyStore = getattr(module, class_name).from_url(url)
+    factory = getattr(module, class_name).from_url
+    store: KeyStore = factory(url, timeout=timeout) if scheme.startswith("redis") else factory(url)
     return store
 
 

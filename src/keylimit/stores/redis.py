@@ -97,8 +97,8 @@ class RedisKeyStore:
         self._events = EventChannel(self._client, url, self._emit, cluster=is_cluster(url), failures=_FAILURES)
 
     @classmethod
-    def from_url(cls, url: str) -> RedisKeyStore:
-        return cls(url)
+    def from_url(cls, url: str, *, timeout: float = 2.0) -> RedisKeyStore:
+        return cls(url, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"RedisKeyStore(url={redact_url(self.url)!r})"

@@ -1,0 +1,135 @@
+"""``Protect``: both layers, stacked in the right order from one ``Config``.
+
+    client ──► Protect ──► KeyAuthMiddleware ──► RateLimitMiddleware ──► your app
+                 └── {management_path}/… ──► management app (its own authorisation, no limits)
+
+With no config, ``Config.from_env()``: so ``app.add_middleware(keylimit.Protect)`` and
+``vllm serve MODEL --middleware keylimit.Protect`` work with no code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from . import _runtime
+from ._auth import KeyAuthMiddleware
+from ._authenticator import Authenticator
+from ._config import Config
+from ._errors import ConfigurationError
+from ._ratelimit import RateLimitMiddleware
+from ._tokens import TokenCounter
+from ._types import ASGIApp, Message, Receive, Scope, Send
+from .backends import LimitBackend
+from .backends.guarded import GuardedBackend
+from .backends.memory import MemoryBackend
+from .management import management_app
+from .stores import KeyStore
+
+logger = logging.getLogger("keylimit")
+
+
+def load_token_counter(path: str | None) -> TokenCounter | None:
+    """``module:attribute`` → the counter it names (a class is instantiated)."""
+    if path is None:
+        return None
+    module_name, _, attribute = path.partition(":")
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"KEYLIMIT_TOKEN_COUNTER: cannot import {path!r}: {exc}") from exc
+    counter = target() if isinstance(target, type) else target
+    if not hasattr(counter, "count_prompt") or not hasattr(counter, "count_text"):
+        raise ConfigurationError(f"KEYLIMIT_TOKEN_COUNTER: {path!r} has no count_prompt/count_text")
+    return counter  # type: ignore[no-any-return]
+
+
+class Protect:
+    """Authentication and rate limits for ``app``, configured by ``config`` or the environment."""
+
+    def __init__(self, app: ASGIApp, config: Config | None = None) -> None:
+        self.config = config = config if config is not None else Config.from_env()
+        plans = _runtime.plans(config)
+        self.store: KeyStore = _runtime.key_store(config)
+        self.limits: LimitBackend = guarded(_runtime.limit_backend(config), config)
+        self.authenticator: Authenticator = _runtime.authenticator(config, self.store)
+        limited = RateLimitMiddleware(
+            app,
+            limits=self.limits,
+            plans=plans,
+            window=config.window_seconds,
+            clock=config.clock,
+            token_counter=load_token_counter(config.token_counter),
+            max_body_bytes=config.max_body_bytes,
+            reserve_max_tokens=config.reserve_max_tokens,
+            ietf_headers=config.ietf_headers,
+            open_paths=config.open_paths,
+            management_path=config.management_path,
+        )
+        self.app = KeyAuthMiddleware(
+            limited,
+            authenticator=self.authenticator,
+            open_paths=config.open_paths,
+            management_path=config.management_path,
+        )
+        self.management: ASGIApp | None = None
+        if config.management:
+            self.management = management_app(
+                manager=_runtime.key_manager(config, self.store),
+                authenticate=self.authenticator.authenticate,
+                admin_token=config.admin_token,
+                path=config.management_path,
+            )
+        self._management_prefix = config.management_path.rstrip("/")
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"Protect(config={self.config!r})"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if scope_type == "http" and self.management is not None and self._is_management(scope["path"]):
+            if not self._started:
+                # Store events (revocations from other processes) must reach the cache even
+                # when the first requests are management ones.
+                self._started = True
+                await self.authenticator.start()
+            await self.management(scope, receive, send)
+        elif scope_type == "lifespan":
+            await self.app(scope, self._lifespan_receive(receive), send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _is_management(self, path: str) -> bool:
+        prefix = self._management_prefix
+        return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._started = True
+                await self.authenticator.start()
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+            return message
+
+        return wrapped
+
+    async def aclose(self) -> None:
+        """Flush pending writes and close the stores (also done on lifespan shutdown)."""
+        await self.authenticator.aclose()
+        await self.store.aclose()
+        await self.limits.aclose()
+
+
+def guarded(backend: LimitBackend, config: Config) -> LimitBackend:
+    """Wrap a shared backend in the failure policy; per-process memory needs none."""
+    if isinstance(backend, MemoryBackend):
+        return backend
+    return GuardedBackend(backend, policy=config.failure_policy, clock=config.clock)
+
+
+def protect(app: ASGIApp, config: Config | None = None) -> Protect:
+    """``Protect(app, config)``, as a function."""
+    return Protect(app, config)
