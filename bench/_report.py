@@ -72,7 +72,8 @@ def render(doc: dict[str, Any]) -> str:
     if "inprocess" in r:
         ip = r["inprocess"]
         rows = [[name, v, ip["overhead_us"].get(name, "")] for name, v in ip["us_per_request"].items()]
-        parts.append(_table(f"In-process, median of {ip['rounds']} rounds x {ip['n']} requests",
+        title = f"In-process, median of {ip['rounds']} rounds x {ip['n']} requests (keys cached for the run)"
+        parts.append(_table(title,
                             ["subject", "us/request", "overhead us"], rows))
     if "redis" in r:
         rows = [[name, v["round_trips_per_request"], v["commands_per_request"], v["commandstats_us_per_request"],

@@ -161,7 +161,7 @@ async def run(keys: int, accounts: int, n: int, rounds: int) -> dict[str, Any]:
 
 
 async def _reuse(keys_db: Path, token: str) -> c.Subject:
-    config = c.keylimit_config(keys_db, "memory://")
+    config = c.keylimit_config(keys_db, "memory://", cache_ttl=c.HOT_CACHE_TTL)
     subject = c.Subject(c.protect_class()(c.chat_app(), config), c.bearer(token), info={"keys_db": str(keys_db)})
     await c.start(subject)
     return subject
