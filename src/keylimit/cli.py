@@ -6,7 +6,7 @@
     keylimit accounts set-plan ID PLAN [--rpm N] [--prompt-tpm N] [--completion-tpm N]
     keylimit accounts show ID
     keylimit demo [--host H] [--port P]
-    keylimit proxy --upstream URL [--host H] [--port P]
+    keylimit proxy --upstream URL [--host H] [--port P] [--upstream-api-key-env VAR]
 
 Settings come from the same ``KEYLIMIT_*`` variables as the server's (``Config.from_env``).
 Answers are JSON on stdout; an error is one line on stderr, with exit status 2 for a bad
@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from types import ModuleType
 from typing import Any, NoReturn
 
 from ._config import Config
@@ -34,6 +36,8 @@ PROG = "keylimit"
 USAGE_ERROR = 2
 
 Command = Callable[[KeyManager, argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]
+Serve = Callable[[argparse.Namespace, Config], int]
+UPSTREAM_API_KEY_VAR = "KEYLIMIT_UPSTREAM_API_KEY"
 
 
 class UsageError(Exception):
@@ -86,6 +90,44 @@ async def _show(manager: KeyManager, args: argparse.Namespace) -> dict[str, Any]
     return account_json(manager, await manager.get_account(args.account))
 
 
+def _uvicorn() -> ModuleType:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigurationError("serving needs uvicorn: pip install 'keylimit[server]'") from None
+    return uvicorn
+
+
+def _demo(args: argparse.Namespace, config: Config) -> int:
+    from .demo import banner, demo_config, demo_server_app, ensure_demo_key
+
+    uvicorn = _uvicorn()
+    served = demo_config(config)
+    key = asyncio.run(ensure_demo_key(served))
+    generated = config.admin_token is None
+    print(banner(key, served, host=args.host, port=args.port, admin_token_generated=generated), flush=True)
+    uvicorn.run(demo_server_app(served), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _proxy(args: argparse.Namespace, config: Config) -> int:
+    from ._protect import Protect
+    from .proxy import proxy_app
+
+    uvicorn = _uvicorn()
+    if importlib.util.find_spec("httpx") is None:
+        raise ConfigurationError("the proxy needs httpx: pip install 'keylimit[proxy]'")
+    api_key = os.environ.get(args.upstream_api_key_env) or None
+    try:
+        upstream = proxy_app(args.upstream, upstream_api_key=api_key)
+    except ConfigurationError as exc:
+        message = str(exc).replace("upstream_api_key:", f"{args.upstream_api_key_env}:")
+        raise UsageError(message) from None
+    print(f"keylimit proxy: http://{args.host}:{args.port}/ -> {upstream.upstream}", flush=True)
+    uvicorn.run(Protect(upstream, config), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
 def _count(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"must be a whole number, zero or more, not {text!r}")
@@ -133,12 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="an OpenAI-compatible demo server behind keylimit")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
-    demo.set_defaults(run=None)
+    demo.set_defaults(serve=_demo)
     proxy = commands.add_parser("proxy", help="a reverse proxy that puts keylimit in front of any server")
     proxy.add_argument("--upstream", required=True)
     proxy.add_argument("--host", default="127.0.0.1")
     proxy.add_argument("--port", type=int, default=8000)
-    proxy.set_defaults(run=None)
+    proxy.add_argument(
+        "--upstream-api-key-env",
+        metavar="VAR",
+        default=UPSTREAM_API_KEY_VAR,
+        help=f"environment variable holding the upstream's API key (default: {UPSTREAM_API_KEY_VAR})",
+    )
+    proxy.set_defaults(serve=_proxy)
     return parser
 
 
@@ -153,9 +201,10 @@ async def _run(command: Command, args: argparse.Namespace, config: Config) -> di
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if args.run is None:
-            raise UsageError(f"'{args.command}' is not yet available in this version")
         config = Config.from_env(os.environ)
+        serve: Serve | None = getattr(args, "serve", None)
+        if serve is not None:
+            return serve(args, config)
         answer = asyncio.run(_run(args.run, args, config))
     except UsageError as exc:
         return _fail(str(exc), USAGE_ERROR)

@@ -188,9 +188,9 @@ def test_key_prefix_setting(env: dict[str, str]) -> None:
         (("accounts", "set-plan", "a", "gold"), 2, "unknown plan 'gold'; plans: free, starter, pro, enterprise"),
         (("accounts", "set-plan", "a", "enterprise"), 2, "plan 'enterprise' needs the account's own limits"),
         (("accounts", "set-plan", "a", "enterprise", "--rpm", "5"), 2, "plan 'enterprise' has no limits of its own"),
-        # not there yet
-        (("demo",), 2, "'demo' is not yet available"),
-        (("proxy", "--upstream", "http://127.0.0.1:9"), 2, "'proxy' is not yet available"),
+        # servers (refused before serving)
+        (("demo", "--port", "http"), 2, "argument --port: invalid int value: 'http'"),
+        (("proxy", "--upstream", "ftp://127.0.0.1:9"), 2, "upstream: expected http://host[:port][/path]"),
         # other failures
         (("keys", "revoke", "--account", "a", "key_nope"), 1, "account 'a' has no key with that id"),
     ],
