@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -77,7 +78,7 @@ class KeyAuthMiddleware:
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal
         scope["user"] = principal
-        scope["auth"] = AuthCredentials(sorted(s.value for s in principal.scopes))
+        scope["auth"] = _credentials(principal.scopes)
         await self.app(scope, receive, send)
 
     def _passes(self, scope: ASGIScope) -> bool:
@@ -133,6 +134,11 @@ class KeyAuthMiddleware:
                 await self._owned_store.aclose()
         except Exception as exc:
             logger.warning("could not close the key store cleanly (%s)", type(exc).__name__)
+
+
+@functools.lru_cache(maxsize=64)
+def _credentials(scopes: frozenset[Scope]) -> AuthCredentials:
+    return AuthCredentials(sorted(s.value for s in scopes))
 
 
 def _allows(principal: Principal, scope: ASGIScope) -> bool:

@@ -16,6 +16,7 @@ is ``InvalidKey`` and is. Clients with no address share one throttle bucket.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -25,7 +26,7 @@ from ._clock import Clock, system_clock
 from ._errors import AuthThrottled, InvalidKey, MissingKey
 from ._hashing import Hasher
 from ._keys import KeyFormat, ParsedKey
-from ._models import Account, Principal
+from ._models import Account, KeyRecord, Principal
 from ._plans import Plans
 from ._throttle import FailureThrottle
 from .stores import KeyStore, StoreEvent
@@ -144,6 +145,15 @@ class Authenticator:
         """
         if not self._started or asyncio.get_running_loop() is not self._loop:
             await self.start()
+        now = self.clock()
+        entry = None
+        digest = b""
+        if authorization is not None and len(authorization) <= MAX_HEADER:
+            digest = self._cache.digest(authorization)
+            entry = self._cache.get(digest)
+            if entry is not None and now < entry.usable_until:
+                self._used(entry.record.kid, now)
+                return entry.principal
         try:
             parsed = parse_bearer(authorization, self.key_format)
         except MissingKey:
@@ -153,21 +163,19 @@ class Authenticator:
             self._refuse_if_throttled(client)
             self._failed(client, "not a well-formed key")
             raise
-        digest = self._cache.digest(parsed.token)
-        entry = self._cache.get(digest)
-        if entry is not None and entry.record.is_usable(self.clock()):
-            self._used(parsed.kid)
-            return entry.principal
-        self._refuse_if_throttled(client)
-        if entry is not None:
+        if entry is None:
+            self._refuse_if_throttled(client)
+            principal = await self._verify_once(parsed, digest, None)
+        elif entry.record.is_usable(now):
+            # Fresh no more: revalidate against the store (no argon2 if the hash is the same).
+            principal = await self._verify_once(parsed, digest, entry.record)
+        else:
             self._cache.discard(digest)  # expired since it was cached
             principal = None
-        else:
-            principal = await self._verify_once(parsed, digest)
         if principal is None:
             self._failed(client, f"key_{parsed.kid} not usable")
             raise InvalidKey()
-        self._used(parsed.kid)
+        self._used(parsed.kid, now)
         return principal
 
     def _bind_loop(self) -> None:
@@ -192,11 +200,15 @@ class Authenticator:
         if self._throttle.retry_after(client) is not None:
             logger.warning("throttling authentication from %s after too many failures", client)
 
-    async def _verify_once(self, parsed: ParsedKey, digest: bytes) -> Principal | None:
-        """Verify, sharing one verification among concurrent requests with the same token."""
+    async def _verify_once(self, parsed: ParsedKey, digest: bytes, known: KeyRecord | None) -> Principal | None:
+        """Verify, sharing one verification among concurrent requests with the same token.
+
+        ``known`` is the record this very token was verified against before (a lapsed cache
+        entry): if the store still holds the same hash, argon2 need not run again.
+        """
         future = self._inflight.get(digest)
         if future is None:
-            future = asyncio.ensure_future(self._verify(parsed, digest))
+            future = asyncio.ensure_future(self._verify(parsed, digest, known))
             self._inflight[digest] = future
             future.add_done_callback(lambda done: self._verified(digest, done))
         # Shielded: a client that goes away must not cancel the others' verification.
@@ -208,15 +220,16 @@ class Authenticator:
         if not future.cancelled():
             future.exception()  # retrieved here, so that nobody waiting is not an error
 
-    async def _verify(self, parsed: ParsedKey, digest: bytes) -> Principal | None:
+    async def _verify(self, parsed: ParsedKey, digest: bytes, known: KeyRecord | None) -> Principal | None:
         epoch = self._cache.epoch
         record = await self.store.get_key(parsed.kid)
         if record is None or record.key_type is not parsed.key_type or not record.is_usable(self.clock()):
             return None
-        async with self._verify_slots:
-            ok = await asyncio.to_thread(self.hasher.verify, record.hash, parsed.token)
-        if not ok:
-            return None
+        if known is None or not hmac.compare_digest(known.hash, record.hash):
+            async with self._verify_slots:
+                ok = await asyncio.to_thread(self.hasher.verify, record.hash, parsed.token)
+            if not ok:
+                return None
         account = await self.store.get_account(record.account_id) or Account(record.account_id, self.plans.default)
         principal = Principal(
             key_id=record.id,
@@ -252,8 +265,7 @@ class Authenticator:
         finally:
             self._rehashing.discard(kid)
 
-    def _used(self, kid: str) -> None:
-        now = self.clock()
+    def _used(self, kid: str, now: float) -> None:
         last = self._touched.get(kid)
         if last is not None and now - last < self.last_used_interval:
             return

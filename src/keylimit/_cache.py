@@ -1,17 +1,22 @@
-"""The cache of successful key verifications: a bounded LRU with a TTL, keyed by a keyed digest.
+"""The cache of successful key verifications: a bounded LRU, keyed by a keyed digest.
 
-The digest is BLAKE2b keyed with a random per-process secret, so the cache never holds a
-token, and a memory dump of it cannot be checked against guesses without that secret.
-Revocations and plan changes evict entries (``evict_key``/``evict_account``); ``epoch``
-lets a verification that raced with an eviction skip caching its possibly stale result.
+The digest is BLAKE2b of the whole ``Authorization`` value, keyed with a random per-process
+secret, so the cache never holds a token, and a memory dump of it cannot be checked against
+guesses without that secret. An entry is *fresh* for ``ttl`` seconds; after that it must be
+revalidated against the store (is the key still active, with the same hash, and what is the
+account's plan now?) but not verified with argon2 again: the token already matched that
+hash. Revocations and plan changes evict entries (``evict_key``/``evict_account``);
+``epoch`` lets a verification that raced with an eviction skip caching its stale result.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 from ._clock import Clock
 from ._models import KeyRecord, Principal
@@ -24,6 +29,9 @@ class Verified:
     record: KeyRecord
     principal: Principal
     lapses_at: float
+    """Until then the entry is fresh; after, it is revalidated against the store."""
+    usable_until: float
+    """``min(lapses_at, record.expires_at)``: one comparison on the hot path."""
 
 
 class VerifiedCache:
@@ -38,7 +46,7 @@ class VerifiedCache:
         self._clock = clock
         self._secret = secrets.token_bytes(32)
         self._entries: OrderedDict[bytes, Verified] = OrderedDict()
-        self._by_kid: dict[str, bytes] = {}
+        self._by_kid: dict[str, set[bytes]] = {}
         self._by_account: dict[str, set[bytes]] = {}
 
     def __repr__(self) -> str:
@@ -47,17 +55,14 @@ class VerifiedCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def digest(self, token: str) -> bytes:
-        return hashlib.blake2b(token.encode("ascii"), key=self._secret, digest_size=16).digest()
+    def digest(self, authorization: bytes) -> bytes:
+        return hashlib.blake2b(authorization, key=self._secret, digest_size=16).digest()
 
     def get(self, digest: bytes) -> Verified | None:
+        """The entry, fresh or lapsed (the caller checks ``usable_until``)."""
         entry = self._entries.get(digest)
-        if entry is None:
-            return None
-        if self._clock() >= entry.lapses_at:
-            self._drop(digest)
-            return None
-        self._entries.move_to_end(digest)
+        if entry is not None:
+            self._entries.move_to_end(digest)
         return entry
 
     def put(self, digest: bytes, record: KeyRecord, principal: Principal, epoch: int) -> None:
@@ -65,8 +70,10 @@ class VerifiedCache:
         if epoch != self.epoch or self.ttl <= 0 or self.size <= 0:
             return
         self._drop(digest)
-        self._entries[digest] = Verified(record, principal, self._clock() + self.ttl)
-        self._by_kid[record.kid] = digest
+        lapses_at = self._clock() + self.ttl
+        usable_until = lapses_at if record.expires_at is None else min(lapses_at, record.expires_at)
+        self._entries[digest] = Verified(record, principal, lapses_at, usable_until)
+        self._by_kid.setdefault(record.kid, set()).add(digest)
         self._by_account.setdefault(record.account_id, set()).add(digest)
         while len(self._entries) > self.size:
             self._drop(next(iter(self._entries)))
@@ -75,25 +82,31 @@ class VerifiedCache:
         self._drop(digest)
 
     def evict_key(self, kid: str) -> None:
+        """The key changed (revoked): its entries must be revalidated before their next use."""
         self.epoch += 1
-        digest = self._by_kid.get(kid)
-        if digest is not None:
-            self._drop(digest)
+        self._lapse(self._by_kid.get(kid, ()))
 
     def evict_account(self, account_id: str) -> None:
+        """The account changed (plan, limits): its entries must be revalidated."""
         self.epoch += 1
-        for digest in list(self._by_account.get(account_id, ())):
-            self._drop(digest)
+        self._lapse(self._by_account.get(account_id, ()))
+
+    def _lapse(self, digests: Iterable[bytes]) -> None:
+        # Lapsed rather than dropped: revalidation re-reads the store but, unlike a full
+        # verification, runs no argon2, so a plan change does not cost every key a verify.
+        for digest in digests:
+            entry = self._entries.get(digest)
+            if entry is not None:
+                self._entries[digest] = replace(entry, lapses_at=-math.inf, usable_until=-math.inf)
 
     def _drop(self, digest: bytes) -> None:
         entry = self._entries.pop(digest, None)
         if entry is None:
             return
         record = entry.record
-        if self._by_kid.get(record.kid) == digest:
-            del self._by_kid[record.kid]
-        digests = self._by_account.get(record.account_id)
-        if digests is not None:
-            digests.discard(digest)
-            if not digests:
-                del self._by_account[record.account_id]
+        for index, name in ((self._by_kid, record.kid), (self._by_account, record.account_id)):
+            digests = index.get(name)
+            if digests is not None:
+                digests.discard(digest)
+                if not digests:
+                    del index[name]
