@@ -70,7 +70,9 @@ class Config:
     cache_ttl: float = 5.0  # KEYLIMIT_CACHE_TTL
     cache_size: int = 10_000  # KEYLIMIT_CACHE_SIZE
     # Half the cores: argon2 runs several lanes in threads of its own, and the event loop needs a core.
-    verify_concurrency: int = field(default_factory=lambda: max(1, (os.cpu_count() or 1) // 2))  # KEYLIMIT_VERIFY_CONCURRENCY
+    verify_concurrency: int = field(  # KEYLIMIT_VERIFY_CONCURRENCY
+        default_factory=lambda: max(1, (os.cpu_count() or 1) // 2)
+    )
     auth_failures_per_minute: int = 30  # KEYLIMIT_AUTH_FAILURES_PER_MINUTE
     last_used_interval: float = 60.0  # KEYLIMIT_LAST_USED_INTERVAL
     open_paths: tuple[str, ...] = ("/health", "/ping")  # KEYLIMIT_OPEN_PATHS (comma-separated)

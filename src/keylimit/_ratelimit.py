@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
@@ -74,7 +73,6 @@ class RateLimitMiddleware:
         exempt = [p.rstrip("/") or "/" for p in (*open_paths, management_path)]
         self._exempt_exact = frozenset(exempt)
         self._exempt_prefixes = tuple(p.rstrip("/") + "/" for p in exempt)
-        self._settling: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
         """Close the limit backend if this middleware opened it from a URL."""
@@ -186,25 +184,20 @@ class RateLimitMiddleware:
         try:
             await self.app(scope, receive, send_reading)
         finally:
-            await self._settle(key, request, charge, tap)
+            self._settle(key, request, charge, tap)
 
-    async def _settle(self, key: str, request: TokenRequest, charge: Vector, tap: Tap | None) -> None:
-        """Charge what the response used, once, whatever way it ended; never raises."""
+    def _settle(self, key: str, request: TokenRequest, charge: Vector, tap: Tap | None) -> None:
+        """Charge what the response used, once, whatever way it ended; never raises.
+
+        Synchronous (the backend applies it at once or batches it), so that it also runs
+        from a cancelled task and costs the response no round trip.
+        """
         try:
             delta = self._delta(request, charge, tap)
+            if delta != _NOTHING:
+                self.backend.settle(key, delta, self.clock())
         except Exception:
             logger.exception("could not settle a response on %s", key)
-            return
-        if delta == _NOTHING:
-            return
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            # Cancelled: an await here would be interrupted; settle in a task of its own.
-            settling = asyncio.get_running_loop().create_task(self._adjust(key, delta))
-            self._settling.add(settling)
-            settling.add_done_callback(self._settling.discard)
-            return
-        await self._adjust(key, delta)
 
     def _delta(self, request: TokenRequest, charge: Vector, tap: Tap | None) -> Vector:
         usage = tap.usage if tap is not None else None
@@ -219,12 +212,6 @@ class RateLimitMiddleware:
         else:
             used = 0
         return (0, prompt_delta, used - charge[2])
-
-    async def _adjust(self, key: str, delta: Vector) -> None:
-        try:
-            await self.backend.adjust(key, delta, self.clock())
-        except Exception:
-            logger.warning("could not charge %s to %s: rate limit storage failed", delta, key, exc_info=True)
 
     def _log_refusal(self, key: str, principal: Principal | None, decision: Decision) -> None:
         dimension = DIMENSIONS[decision.exceeded or 0]

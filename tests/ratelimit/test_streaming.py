@@ -174,7 +174,7 @@ async def test_a_cancelled_stream_is_charged_for_what_was_sent(backend, clock, p
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.gather(*mw._settling)
+    await mw.backend.flush()
     after = await standing(mw)
     assert after.int_header("x-ratelimit-remaining-completion-tokens") == LIMIT - COUNTER.count_text(
         PIECES[0] + PIECES[1]

@@ -44,7 +44,8 @@ class LimitBackend(Protocol):
     use plus ``need`` fits the limit; then and only then it adds ``charge`` to every
     dimension (atomically: a refusal charges nothing). ``adjust`` adds a (possibly
     negative) settlement to the current window. Both raise ``LimitStorageUnavailable``
-    when storage fails.
+    when storage fails. ``settle`` is the fire-and-forget ``adjust`` that responses use:
+    shared backends batch it so that a response costs no round trip of its own.
     """
 
     window: float
@@ -52,6 +53,12 @@ class LimitBackend(Protocol):
     async def acquire(self, key: str, limits: Vector, charge: Vector, need: Vector, now: float) -> Decision: ...
 
     async def adjust(self, key: str, delta: Vector, now: float) -> None: ...
+
+    def settle(self, key: str, delta: Vector, now: float) -> None:
+        """``adjust`` without waiting: applied at once or written soon in a batch; never raises."""
+
+    async def flush(self) -> None:
+        """Write every pending ``settle`` now."""
 
     async def peek(self, key: str, limits: Vector, now: float) -> Decision:
         """Where ``key`` stands, charging nothing (need is zero)."""

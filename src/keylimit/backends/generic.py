@@ -20,6 +20,7 @@ from .._errors import ConfigurationError, LimitStorageUnavailable
 from .._redis import redact_url
 from . import _window
 from ._base import DIMENSIONS, Decision, Vector
+from ._batch import SettlementBatch
 
 SETTING = "KEYLIMIT_LIMITS_URL"
 
@@ -60,6 +61,7 @@ class LimitsBackend:
         self._expiry = math.ceil(2 * self.window) + 1
         self._errors: tuple[type[BaseException], ...] = (OSError, *_exception_types(storage))
         self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._batch = SettlementBatch(self._adjust_many, what=self._url)
 
     @classmethod
     def from_url(cls, url: str, window: float) -> LimitsBackend:
@@ -177,7 +179,19 @@ class LimitsBackend:
         if not healthy:
             raise LimitStorageUnavailable(f"rate limit storage {self._url} unavailable")
 
+    def settle(self, key: str, delta: Vector, now: float) -> None:
+        if any(delta):
+            self._batch.add(key, delta, now)
+
+    async def flush(self) -> None:
+        await self._batch.flush()
+
+    async def _adjust_many(self, deltas: dict[str, Vector], now: float) -> None:
+        for key, delta in deltas.items():
+            await self.adjust(key, delta, now)
+
     async def aclose(self) -> None:
+        await self._batch.aclose()
         self._locks.clear()
         # limits' storages have no close(); release the asyncio client they hold, where there is one.
         holder = getattr(self._storage, "bridge", self._storage)

@@ -85,6 +85,18 @@ class GuardedBackend:
     async def adjust(self, key: str, delta: Vector, now: float) -> None:
         return await self._route(lambda b: b.adjust(key, delta, now), lambda: None)
 
+    def settle(self, key: str, delta: Vector, now: float) -> None:
+        if self._down_since is None:
+            self._primary.settle(key, delta, now)
+        elif self.policy == "fallback":
+            self._fallback.settle(key, delta, now)
+
+    async def flush(self) -> None:
+        try:
+            await self._primary.flush()
+        except Exception as exc:
+            logger.warning("could not flush settlements to %s (%s)", self._where, type(exc).__name__)
+
     async def peek(self, key: str, limits: Vector, now: float) -> Decision:
         return await self._route(
             lambda b: b.peek(key, limits, now),

@@ -46,6 +46,14 @@ class MemoryBackend:
         index, _ = _window.position(now, self.window)
         _window.apply_delta(self._state(key, index), delta)
 
+    def settle(self, key: str, delta: Vector, now: float) -> None:
+        if delta != (0, 0, 0):
+            index, _ = _window.position(now, self.window)
+            _window.apply_delta(self._state(key, index), delta)
+
+    async def flush(self) -> None:
+        return None
+
     async def peek(self, key: str, limits: Vector, now: float) -> Decision:
         index, _ = _window.position(now, self.window)
         state = self._states.get(key)

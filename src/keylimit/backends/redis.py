@@ -10,6 +10,7 @@ backend's, with the same floating-point operations as the script, so both agree 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from .._errors import LimitStorageUnavailable
 from .._redis import redact_url, redis_client
 from . import _window
 from ._base import Decision, Vector
+from ._batch import SettlementBatch
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -120,6 +122,10 @@ class RedisBackend:
         self._acquire: AsyncScript = client.register_script(ACQUIRE)
         self._adjust: AsyncScript = client.register_script(ADJUST)
         self._errors = _storage_errors()
+        self._batch = SettlementBatch(self._adjust_many, what=self._url)
+        from redis.asyncio.cluster import RedisCluster as _Cluster
+
+        self._cluster = isinstance(client, _Cluster)
 
     @classmethod
     def from_url(cls, url: str, window: float, *, timeout: float = 2.0) -> RedisBackend:
@@ -158,6 +164,34 @@ class RedisBackend:
         except self._errors as exc:
             raise self._unavailable(exc) from None
 
+    def settle(self, key: str, delta: Vector, now: float) -> None:
+        if any(delta):
+            self._batch.add(key, delta, now)
+
+    async def flush(self) -> None:
+        await self._batch.flush()
+
+    async def _adjust_many(self, deltas: dict[str, Vector], now: float) -> None:
+        """One round trip for the whole batch (a pipeline); on a cluster, whose pipelines
+        refuse scripts, one command per identity, all in flight at once."""
+        head: list[str | int] = [repr(float(now)), repr(self.window), self._ttl_ms]
+        if self._cluster:
+            await asyncio.gather(*(self._adjust(keys=[state_key(k)], args=[*head, *d]) for k, d in deltas.items()))
+            return
+        from redis.exceptions import NoScriptError
+
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            for key, delta in deltas.items():
+                pipe.evalsha(self._adjust.sha, 1, state_key(key), *head, *delta)
+            try:
+                await pipe.execute()
+                return
+            except NoScriptError:  # the server lost its scripts: nothing ran; load and again
+                if attempt == 2:
+                    raise
+                await self._client.script_load(ADJUST)
+
     async def peek(self, key: str, limits: Vector, now: float) -> Decision:
         try:
             raw: list[Any] = await self._client.hmget(state_key(key), list(FIELDS))
@@ -178,5 +212,6 @@ class RedisBackend:
             raise self._unavailable(exc) from None
 
     async def aclose(self) -> None:
+        await self._batch.aclose()
         with contextlib.suppress(*self._errors):
             await self._client.aclose()
