@@ -69,9 +69,9 @@ class Config:
     argon2: Argon2Params = PRODUCTION  # KEYLIMIT_ARGON2_TIME_COST / _MEMORY_COST / _PARALLELISM
     cache_ttl: float = 5.0  # KEYLIMIT_CACHE_TTL
     cache_size: int = 10_000  # KEYLIMIT_CACHE_SIZE
-    # Half the cores: argon2 runs several lanes in threads of its own, and the event loop needs a core.
+    # One core is left to the event loop; each argon2 verify (p=1 by default) takes one.
     verify_concurrency: int = field(  # KEYLIMIT_VERIFY_CONCURRENCY
-        default_factory=lambda: max(1, (os.cpu_count() or 1) // 2)
+        default_factory=lambda: max(1, (os.cpu_count() or 1) - 1)
     )
     auth_failures_per_minute: int = 30  # KEYLIMIT_AUTH_FAILURES_PER_MINUTE
     last_used_interval: float = 60.0  # KEYLIMIT_LAST_USED_INTERVAL

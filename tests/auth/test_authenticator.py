@@ -167,7 +167,7 @@ async def test_concurrent_requests_with_one_token_verify_once(harness: Harness) 
 async def test_production_argon2_parameters_are_the_default() -> None:
     store = MemoryKeyStore()
     record, token = await KeyManager(store).create_key("acct_1", "prod")
-    assert record.hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert record.hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     principal = await Authenticator(store).authenticate(f"Bearer {token}".encode(), None)
     assert principal.key_id == record.id
 
