@@ -131,7 +131,7 @@ def test_openai_client_with_a_bad_key_fails_with_authentication_error(tmp_path: 
     finally:
         demo.stop()
     assert done.returncode == 1
-    assert done.stderr.startswith("key refused: Incorrect API key provided.")
+    assert done.stderr.startswith("key refused: Error code: 401 - Incorrect API key provided.")
     assert "Traceback" not in done.stderr
 
 
