@@ -138,3 +138,27 @@ def test_openai_client_with_a_bad_key_fails_with_authentication_error(tmp_path: 
 @pytest.mark.parametrize("name", ["fastapi_app.py", "starlette_app.py", "bare_asgi_app.py", "openai_client.py"])
 def test_the_readme_quotes_each_example_exactly(name: str) -> None:
     assert (EXAMPLES / name).read_text() in README.read_text()
+
+
+def test_the_readme_begins_with_the_two_commands_ci_runs() -> None:
+    lines = README.read_text().splitlines()
+    assert lines[0] == "# keylimit"
+    start = lines.index("```bash")
+    assert start <= 3
+    demo, tests, end = lines[start + 1 : start + 4]
+    assert demo == "python3 -m venv .venv && .venv/bin/pip install -q -e '.[server]' && .venv/bin/keylimit demo"
+    assert tests == "python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]' && .venv/bin/pytest"
+    assert end == "```"
+    assert tests in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_readme_lists_every_setting() -> None:
+    from dataclasses import fields
+
+    from keylimit import Config
+
+    readme = README.read_text()
+    names = [f.name for f in fields(Config) if f.name not in ("clock", "argon2")]
+    names += ["argon2_time_cost", "argon2_memory_cost", "argon2_parallelism", "config"]
+    missing = [f"KEYLIMIT_{n.upper()}" for n in names if f"| `KEYLIMIT_{n.upper()}` |" not in readme]
+    assert missing == []
