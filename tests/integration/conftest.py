@@ -3,8 +3,14 @@ manual clock, and a factory that closes every Protect it made."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -130,3 +136,59 @@ async def make_protect(clock: ManualClock) -> AsyncIterator[MakeProtect]:
     yield make
     for protect in made:
         await protect.aclose()
+
+
+# --- the process environment, the CLI and lifespan.
+
+CHEAP_ENV = {
+    "KEYLIMIT_ARGON2_TIME_COST": str(CHEAP.time_cost),
+    "KEYLIMIT_ARGON2_MEMORY_COST": str(CHEAP.memory_cost),
+    "KEYLIMIT_ARGON2_PARALLELISM": str(CHEAP.parallelism),
+}
+
+
+@pytest.fixture
+def keylimit_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """This process's environment with only these ``KEYLIMIT_*`` settings: a SQLite file in
+    ``tmp_path``, cheap argon2. Returned as a full environment for subprocesses."""
+    for name in list(os.environ):
+        if name.startswith("KEYLIMIT_"):
+            monkeypatch.delenv(name)
+    for name, value in {**CHEAP_ENV, "KEYLIMIT_KEYS_URL": f"sqlite:///{tmp_path / 'keys.db'}"}.items():
+        monkeypatch.setenv(name, value)
+    return dict(os.environ)
+
+
+def cli(env: dict[str, str], *args: str) -> Any:
+    """``python -m keylimit ARGS`` in a subprocess; its JSON answer."""
+    done = subprocess.run(
+        [sys.executable, "-m", "keylimit", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    """Run ``app``'s lifespan startup, then its shutdown (what a server does around its requests)."""
+    to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+    running = asyncio.ensure_future(app(scope, to_app.get, from_app.put))
+
+    async def step(message: str) -> None:
+        await to_app.put({"type": f"lifespan.{message}"})
+        answer = asyncio.ensure_future(from_app.get())
+        await asyncio.wait([answer, running], return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done():
+            answer.cancel()
+            running.result()  # the app's exception, if it raised one
+            raise AssertionError(f"the app returned without answering lifespan.{message}")
+        assert answer.result()["type"] == f"lifespan.{message}.complete", answer.result()
+
+    await step("startup")
+    try:
+        yield
+    finally:
+        await step("shutdown")
+        await running
