@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 Vector = tuple[int, int, int]
 """(requests, prompt tokens, completion tokens)."""
@@ -12,9 +11,12 @@ DIMENSIONS = ("requests", "prompt_tokens", "completion_tokens")
 REQUESTS, PROMPT, COMPLETION = 0, 1, 2
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome of one admission, with everything the headers and a 429 need."""
+class Decision(NamedTuple):
+    """The outcome of one admission, with everything the headers and a 429 need.
+
+    A named tuple rather than a frozen dataclass: one is built on every request, and a
+    tuple is built in a fifth of the time.
+    """
 
     allowed: bool
     limits: Vector

@@ -77,41 +77,34 @@ def _wait(prev: float, cur: float, limit: int, need: int, frac: float, window: f
 
 def decide(state: State, limits: Vector, charge: Vector, need: Vector, now: float, window: float) -> Decision:
     """Admit or refuse against ``state`` (already rolled to ``now``); charge it if admitted."""
-    index, frac = position(now, window)
-    use = used(state, frac)
-    exceeded = first_exceeded(use, limits, need)
+    # On every request: ``position``, ``used``, ``first_exceeded`` and ``remaining``
+    # written out inline for the common case, with the same arithmetic.
+    index = math.floor(now / window)
+    frac = (now - index * window) / window
+    weight = 1.0 - frac
+    use = (state[4] * weight + state[1], state[5] * weight + state[2], state[6] * weight + state[3])
     reset_at = (index + 1) * window
-    if exceeded is None:
-        state[1] += charge[0]
-        state[2] += charge[1]
-        state[3] += charge[2]
-        return Decision(
-            allowed=True,
-            limits=limits,
-            used=use,
-            remaining=remaining(use, limits, charge),
-            reset_at=reset_at,
-            retry_after=0.0,
-            exceeded=None,
-            requested=need,
-            window=window,
-        )
+    u0, u1, u2 = use
+    l0, l1, l2 = limits
+    n0, n1, n2 = need
+    if (n0 <= 0 or u0 + n0 <= l0) and (n1 <= 0 or u1 + n1 <= l1) and (n2 <= 0 or u2 + n2 <= l2):
+        c0, c1, c2 = charge
+        state[1] += c0
+        state[2] += c1
+        state[3] += c2
+        r0 = math.floor(l0 - u0 - c0)
+        r1 = math.floor(l1 - u1 - c1)
+        r2 = math.floor(l2 - u2 - c2)
+        left = (r0 if r0 > 0 else 0, r1 if r1 > 0 else 0, r2 if r2 > 0 else 0)
+        # Positional: a named tuple builds several times faster without keywords.
+        return Decision(True, limits, use, left, reset_at, 0.0, None, need, window)
+    exceeded = first_exceeded(use, limits, need)
     wait = max(
         _wait(state[4 + d], state[1 + d], limits[d], need[d], frac, window)
         for d in range(3)
         if need[d] > 0 and use[d] + need[d] > limits[d]
     )
-    return Decision(
-        allowed=False,
-        limits=limits,
-        used=use,
-        remaining=remaining(use, limits, (0, 0, 0)),
-        reset_at=reset_at,
-        retry_after=wait,
-        exceeded=exceeded,
-        requested=need,
-        window=window,
-    )
+    return Decision(False, limits, use, remaining(use, limits, (0, 0, 0)), reset_at, wait, exceeded, need, window)
 
 
 def remaining(use: tuple[float, float, float], limits: Vector, charge: Vector) -> Vector:

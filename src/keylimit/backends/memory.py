@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from . import _window
 from ._base import Decision, Vector
 
@@ -27,7 +29,7 @@ class MemoryBackend:
         state = self._states.get(key)
         if state is None:
             state = self._states[key] = _window.new_state(index)
-        else:
+        elif state[0] < index:
             _window.roll(state, index)
         return state
 
@@ -39,7 +41,7 @@ class MemoryBackend:
         self._swept = index
 
     async def acquire(self, key: str, limits: Vector, charge: Vector, need: Vector, now: float) -> Decision:
-        index, _ = _window.position(now, self.window)
+        index = math.floor(now / self.window)  # as _window.position
         return _window.decide(self._state(key, index), limits, charge, need, now, self.window)
 
     async def adjust(self, key: str, delta: Vector, now: float) -> None:
@@ -48,7 +50,7 @@ class MemoryBackend:
 
     def settle(self, key: str, delta: Vector, now: float) -> None:
         if delta != (0, 0, 0):
-            index, _ = _window.position(now, self.window)
+            index = math.floor(now / self.window)
             _window.apply_delta(self._state(key, index), delta)
 
     async def flush(self) -> None:
