@@ -66,7 +66,7 @@ class EstimatingTokenCounter:
             return 0
         raw = text.encode("utf-8", "replace")
         size = len(raw)
-        non_ascii = size - len(raw.translate(None, _NON_ASCII_BYTES))
+        non_ascii = 0 if text.isascii() else size - len(raw.translate(None, _NON_ASCII_BYTES))
         punct = size - len(raw.translate(None, _PUNCT_OR_DIGIT_BYTES))
         space = raw.count(b" ") + raw.count(b"\n")
         letters = size - non_ascii - punct - space
@@ -78,12 +78,18 @@ class EstimatingTokenCounter:
         total = 0
         messages = body.get("messages")
         if isinstance(messages, list):
-            total += REPLY_TOKENS + sum(self._message(m) for m in messages)
+            total = REPLY_TOKENS
+            for message in messages:
+                total += self._message(message)
             tools = body.get("tools", body.get("functions"))
             if isinstance(tools, list) and tools:
                 total += self._json(tools)
-        for field in ("prompt", "input"):
-            total += self._inputs(body.get(field))
+        prompt = body.get("prompt")
+        if prompt is not None:
+            total += self._inputs(prompt)
+        value = body.get("input")
+        if value is not None:
+            total += self._inputs(value)
         return total
 
     def __repr__(self) -> str:

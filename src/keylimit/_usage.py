@@ -14,8 +14,7 @@ import contextlib
 import json
 import logging
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._tokens import TokenCounter
 
@@ -29,9 +28,11 @@ MAX_EVENT_BYTES = 1024 * 1024
 """An SSE event longer than this is passed on unread (and the tap stops reading the stream)."""
 
 
-@dataclass(frozen=True, slots=True)
-class TokenRequest:
-    """A JSON request body that carries tokens (chat, completions or embeddings)."""
+class TokenRequest(NamedTuple):
+    """A JSON request body that carries tokens (chat, completions or embeddings).
+
+    A named tuple, as ``Decision`` is: one is built on every request.
+    """
 
     body: bytes
     """What to forward: the original bytes, or rewritten to ask for usage."""
@@ -44,12 +45,21 @@ class TokenRequest:
     """We added ``stream_options.include_usage``: strip usage from the stream."""
 
 
+_decode_json = json.JSONDecoder().decode
+
+
 def inspect_request(raw: bytes, counter: TokenCounter) -> TokenRequest | None:
     """Read a JSON request body; None when it is not a token-bearing JSON object."""
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):  # bad JSON or UTF-8, huge ints, deep nesting
-        return None
+        # Plain UTF-8 text, the common case, parses in two thirds of the time of
+        # ``json.loads(raw)``; anything else (a BOM, UTF-16, lone surrogates, bad JSON)
+        # gets ``json.loads(raw)`` itself, so both accept exactly the same bodies.
+        body = _decode_json(raw.decode())
+    except (ValueError, RecursionError):
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError):  # bad JSON or UTF-8, huge ints, deep nesting
+            return None
     if not isinstance(body, dict):
         return None
     generates = "messages" in body or "prompt" in body
