@@ -43,6 +43,17 @@ def rate_limit_headers(decision: Decision, now: float, *, ietf: bool = False) ->
     """
     remaining = decision.remaining
     reset_in = max(0.0, decision.reset_at - now)
+    if decision.exceeded is None and not ietf:  # the common case, written out
+        reset = _duration(math.ceil(reset_in * 1000) if reset_in > 0 else 0)
+        return [
+            *_plan_headers(decision.limits, decision.window, False),
+            (REMAINING_REQUESTS, b"%d" % remaining[0]),
+            (REMAINING_PROMPT, b"%d" % remaining[1]),
+            (REMAINING_COMPLETION, b"%d" % remaining[2]),
+            (RESET, b"%d" % math.ceil(decision.reset_at)),
+            (RESET_REQUESTS, reset),
+            (RESET_TOKENS, reset),
+        ]
     waits = [reset_in, reset_in, reset_in]
     if decision.exceeded is None:
         reset_requests = reset_tokens = openai_duration(reset_in)

@@ -160,15 +160,11 @@ class RateLimitMiddleware:
 
         async def send_reading(message: Message) -> None:
             nonlocal tap
-            if message["type"] == "http.response.start":
-                raw = message.get("headers", ())
-                content_type = next((v for n, v in raw if n == b"content-type"), b"")
-                tap = tap_for(content_type, request.strip_usage)
-                drop_length = tap is not None and tap.rewrites  # stripping usage changes the length
-                message["headers"] = [
-                    (n, v) for n, v in raw if not (is_rate_limit_header(n) or (drop_length and n == b"content-length"))
-                ] + headers
-            elif message["type"] == "http.response.body" and tap is not None:
+            kind = message["type"]
+            if kind == "http.response.body":
+                if tap is None:
+                    await send(message)
+                    return
                 chunk = message.get("body", b"")
                 more = message.get("more_body", False)
                 out = tap.feed(chunk, more)
@@ -179,6 +175,23 @@ class RateLimitMiddleware:
                 await send(message)
                 tap.commit()
                 return
+            if kind == "http.response.start":
+                raw = message.get("headers", ())
+                content_type = b""
+                owned = False
+                for name, value in raw:
+                    if name == b"content-type":
+                        if not content_type:
+                            content_type = value
+                    elif not owned and is_rate_limit_header(name):
+                        owned = True
+                tap = tap_for(content_type, request.strip_usage)
+                if tap is not None and tap.rewrites:  # stripping usage changes the length
+                    message["headers"] = [
+                        (n, v) for n, v in raw if not (is_rate_limit_header(n) or n == b"content-length")
+                    ] + headers
+                else:
+                    message["headers"] = _replace_rate_limit_headers(raw, headers, owned)
             await send(message)
 
         try:
@@ -241,10 +254,20 @@ def _rate_limited(decision: Decision, plan: str) -> RateLimited:
 def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
     async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = [h for h in message.get("headers", ()) if not is_rate_limit_header(h[0])] + headers
+            raw = message.get("headers", ())
+            message["headers"] = _replace_rate_limit_headers(raw, headers, any(is_rate_limit_header(n) for n, _ in raw))
         await send(message)
 
     return send_with_headers
+
+
+def _replace_rate_limit_headers(
+    raw: Sequence[tuple[bytes, bytes]], headers: list[tuple[bytes, bytes]], owned: bool
+) -> list[tuple[bytes, bytes]]:
+    """The app's headers without its own rate limit headers (when ``owned``), then ours."""
+    if owned:
+        return [h for h in raw if not is_rate_limit_header(h[0])] + headers
+    return [*raw, *headers]
 
 
 def _json_body(scope: Scope) -> bool:

@@ -11,6 +11,7 @@ usage-only event and the ``"usage"`` field of every other event.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -169,6 +170,9 @@ class JSONTap(Tap):
 
     def feed(self, chunk: bytes, more: bool) -> bytes:
         self._size += len(chunk)
+        if not more and self._size == len(chunk) and self._size <= JSON_COPY_BYTES:
+            self._finish(chunk)  # the whole body in one chunk, the common case: no copy
+            return chunk
         if self._size <= JSON_COPY_BYTES:
             self._parts.append(chunk)
         else:
@@ -176,15 +180,14 @@ class JSONTap(Tap):
                 self._tail, self._parts = b"".join(self._parts), []
             self._tail = (self._tail + chunk)[-JSON_TAIL_BYTES:]
         if not more:
-            self._finish()
+            self._finish(b"".join(self._parts) if self._parts else self._tail, whole=bool(self._parts))
         return chunk
 
-    def _finish(self) -> None:
-        body = b"".join(self._parts) if self._parts else self._tail
+    def _finish(self, body: bytes, *, whole: bool = True) -> None:
         # Reading usage from the text is several times cheaper than parsing the body;
         # the whole body is parsed only when there is none, for the text to count.
         self.usage = _usage_after_key(body)
-        if self.usage is None and self._parts:
+        if self.usage is None and whole:
             with contextlib.suppress(ValueError, RecursionError):
                 self._read(json.loads(body))
 
@@ -263,8 +266,19 @@ class SSETap(Tap):
 
 def tap_for(content_type: bytes, strip: bool) -> Tap | None:
     """The tap for a response of ``content_type``, or None to read nothing."""
-    if content_type.partition(b";")[0].strip().lower() == b"text/event-stream":
-        return SSETap(strip)
-    if is_json(content_type):
+    kind = _tap_kind(content_type)
+    if kind is JSONTap:
         return JSONTap()
+    if kind is SSETap:
+        return SSETap(strip)
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _tap_kind(content_type: bytes) -> type[Tap] | None:
+    # A server sends few distinct content types: classify each once.
+    if content_type.partition(b";")[0].strip().lower() == b"text/event-stream":
+        return SSETap
+    if is_json(content_type):
+        return JSONTap
     return None

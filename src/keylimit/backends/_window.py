@@ -117,5 +117,9 @@ def remaining(use: tuple[float, float, float], limits: Vector, charge: Vector) -
 
 def apply_delta(state: State, delta: Vector) -> None:
     """Add a settlement to the current window; a count never goes below zero."""
-    for d in range(3):
-        state[1 + d] = max(0.0, state[1 + d] + delta[d])
+    c0 = state[1] + delta[0]
+    c1 = state[2] + delta[1]
+    c2 = state[3] + delta[2]
+    state[1] = c0 if c0 > 0.0 else 0.0
+    state[2] = c1 if c1 > 0.0 else 0.0
+    state[3] = c2 if c2 > 0.0 else 0.0
