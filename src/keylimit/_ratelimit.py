@@ -70,9 +70,10 @@ class RateLimitMiddleware:
         self.max_body_bytes = max_body_bytes
         self.reserve_max_tokens = reserve_max_tokens
         self.ietf_headers = ietf_headers
-        exempt = [p.rstrip("/") or "/" for p in (*open_paths, management_path)]
-        self._exempt_exact = frozenset(exempt)
-        self._exempt_prefixes = tuple(p.rstrip("/") + "/" for p in exempt)
+        # As KeyAuthMiddleware: open paths match exactly, the management path as a prefix.
+        management = management_path.rstrip("/")
+        self._exempt_exact = frozenset((*open_paths, management)) if management else frozenset(open_paths)
+        self._exempt_prefixes = (management + "/",) if management else ()
 
     async def aclose(self) -> None:
         """Close the limit backend if this middleware opened it from a URL."""
