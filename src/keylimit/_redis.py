@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -47,3 +48,27 @@ def redis_client(url: str, *, timeout: float = 2.0, setting: str = "KEYLIMIT_KEY
         plain = urlunsplit(("redis", parts.netloc, parts.path, parts.query, ""))
         return RedisCluster.from_url(plain, **options)
     return aredis.Redis.from_url(url, **options)
+
+
+class ClusterGate:
+    """Initialises a Redis Cluster client once, before its first command.
+
+    redis-py's asyncio cluster client, while cold, can fail commands issued concurrently as
+    it learns the slot layout (``AttributeError`` deep inside it); one ``initialize()``
+    under a lock first avoids that. For a plain client it is open from the start.
+    """
+
+    __slots__ = ("_client", "_lock", "ready")
+
+    def __init__(self, client: Redis | RedisCluster) -> None:
+        from redis.asyncio.cluster import RedisCluster
+
+        self._client = client
+        self.ready = not isinstance(client, RedisCluster)
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self._lock:
+            if not self.ready:
+                await self._client.initialize()
+                self.ready = True

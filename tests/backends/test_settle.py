@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -91,3 +92,25 @@ async def test_guarded_settles_in_the_fallback_while_the_primary_is_down() -> No
     assert (await guarded.peek("a", LIMITS, T0)).remaining[2] == 10_000 - 7
     guarded.settle("b", NOTHING, T0)
     await guarded.aclose()
+
+
+async def test_flush_waits_for_the_write_in_flight() -> None:
+    from keylimit.backends._batch import SettlementBatch
+
+    landed: list[dict[str, tuple[int, int, int]]] = []
+    release = asyncio.Event()
+
+    async def slow_write(batch: dict[str, tuple[int, int, int]], now: float) -> None:
+        await release.wait()
+        landed.append(batch)
+
+    batch = SettlementBatch(slow_write, interval=0.0)
+    batch.add("a", (0, 1, 1), T0)
+    await asyncio.sleep(0)  # the background task takes the batch and starts writing
+    flushing = asyncio.ensure_future(batch.flush())
+    await asyncio.sleep(0)
+    assert not flushing.done()  # still waiting for the write in flight
+    release.set()
+    await flushing
+    assert landed == [{"a": (0, 1, 1)}]
+    await batch.aclose()

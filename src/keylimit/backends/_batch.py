@@ -23,7 +23,7 @@ INTERVAL = 0.02
 
 
 class SettlementBatch:
-    __slots__ = ("_failing", "_now", "_pending", "_task", "_write", "interval", "what")
+    __slots__ = ("_failing", "_now", "_pending", "_task", "_write", "_writing", "interval", "what")
 
     def __init__(self, write: Write, *, interval: float = INTERVAL, what: str = "rate limit storage") -> None:
         self._write = write
@@ -32,6 +32,7 @@ class SettlementBatch:
         self._pending: dict[str, Vector] = {}
         self._now = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()  # one write at a time; flush() waits for the one in flight
         self._failing = False
 
     def __len__(self) -> int:
@@ -53,20 +54,24 @@ class SettlementBatch:
             self._task = None
 
     async def _write_pending(self) -> None:
-        batch, self._pending = self._pending, {}
-        try:
-            await self._write(batch, self._now)
-        except Exception as exc:
-            if not self._failing:
-                logger.warning(
-                    "could not write %d settlements to %s (%s); dropped", len(batch), self.what, type(exc).__name__
-                )
-            self._failing = True
-        else:
-            self._failing = False
+        async with self._writing:
+            batch, self._pending = self._pending, {}
+            if not batch:
+                return
+            try:
+                await self._write(batch, self._now)
+            except Exception as exc:
+                if not self._failing:
+                    logger.warning(
+                        "could not write %d settlements to %s (%s); dropped", len(batch), self.what, type(exc).__name__
+                    )
+                self._failing = True
+            else:
+                self._failing = False
 
     async def flush(self) -> None:
-        """Write everything pending now (for shutdown and tests)."""
+        """Write everything pending now, after the write in flight, if any (for shutdown and tests)."""
+        await self._write_pending()
         while self._pending:
             await self._write_pending()
 

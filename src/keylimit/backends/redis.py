@@ -16,7 +16,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from .._errors import LimitStorageUnavailable
-from .._redis import redact_url, redis_client
+from .._redis import ClusterGate, redact_url, redis_client
 from . import _window
 from ._base import Decision, Vector
 from ._batch import SettlementBatch
@@ -126,6 +126,7 @@ class RedisBackend:
         from redis.asyncio.cluster import RedisCluster as _Cluster
 
         self._cluster = isinstance(client, _Cluster)
+        self._gate = ClusterGate(client)
 
     @classmethod
     def from_url(cls, url: str, window: float, *, timeout: float = 2.0) -> RedisBackend:
@@ -146,6 +147,8 @@ class RedisBackend:
     async def acquire(self, key: str, limits: Vector, charge: Vector, need: Vector, now: float) -> Decision:
         args: list[str | int] = [repr(float(now)), repr(self.window), self._ttl_ms, *limits, *charge, *need]
         try:
+            if not self._gate.ready:
+                await self._gate.wait()
             reply: list[Any] = await self._acquire(keys=[state_key(key)], args=args)
         except self._errors as exc:
             raise self._unavailable(exc) from None
@@ -160,6 +163,8 @@ class RedisBackend:
             return
         args: list[str | int] = [repr(float(now)), repr(self.window), self._ttl_ms, *delta]
         try:
+            if not self._gate.ready:
+                await self._gate.wait()
             await self._adjust(keys=[state_key(key)], args=args)
         except self._errors as exc:
             raise self._unavailable(exc) from None
@@ -175,6 +180,8 @@ class RedisBackend:
         """One round trip for the whole batch (a pipeline); on a cluster, whose pipelines
         refuse scripts, one command per identity, all in flight at once."""
         head: list[str | int] = [repr(float(now)), repr(self.window), self._ttl_ms]
+        if not self._gate.ready:
+            await self._gate.wait()
         if self._cluster:
             await asyncio.gather(*(self._adjust(keys=[state_key(k)], args=[*head, *d]) for k, d in deltas.items()))
             return
@@ -194,6 +201,8 @@ class RedisBackend:
 
     async def peek(self, key: str, limits: Vector, now: float) -> Decision:
         try:
+            if not self._gate.ready:
+                await self._gate.wait()
             raw: list[Any] = await self._client.hmget(state_key(key), list(FIELDS))
         except self._errors as exc:
             raise self._unavailable(exc) from None

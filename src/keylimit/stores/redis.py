@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from .._errors import ConfigurationError, KeyStoreUnavailable
 from .._models import Account, KeyRecord, KeyStatus
-from .._redis import is_cluster, redact_url, redis_client
+from .._redis import ClusterGate, is_cluster, redact_url, redis_client
 from ._base import Listener, StoreEvent
 from ._channel import EventChannel
 from ._codec import (
@@ -95,6 +95,7 @@ class RedisKeyStore:
         self._client = redis_client(url, timeout=timeout)
         self._listeners: list[Listener] = []
         self._events = EventChannel(self._client, url, self._emit, cluster=is_cluster(url), failures=_FAILURES)
+        self._gate = ClusterGate(self._client)
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 2.0) -> RedisKeyStore:
@@ -114,6 +115,14 @@ class RedisKeyStore:
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         try:
+            if not self._gate.ready:
+                try:
+                    await self._gate.wait()
+                except BaseException:
+                    close = getattr(awaitable, "close", None)  # never awaited now: say so quietly
+                    if close is not None:
+                        close()
+                    raise
             return await awaitable
         except _FAILURES as exc:
             raise KeyStoreUnavailable(
