@@ -85,6 +85,9 @@ class KeyManager:
             created_at=now,
             expires_at=expires_at,
         )
+        if self.plans.default != "free" and await self.store.get_account(account_id) is None:
+            # Stores create a missing account on the built-in default plan; this one's differs.
+            await self.store.put_account(Account(account_id, self.plans.default))
         await self.store.add_key(record)
         return record, parsed.token
 
