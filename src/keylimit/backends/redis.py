@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import struct
+import sys
 from typing import TYPE_CHECKING, Any
 
 from .._errors import LimitStorageUnavailable
@@ -30,17 +32,25 @@ SETTING = "KEYLIMIT_LIMITS_URL"
 FIELDS = ("i", "r", "p", "c", "R", "P", "C")
 """Hash fields: window index, current requests/prompt/completion, previous ones."""
 
-# Shared by both scripts: the state of KEYS[1] rolled to the window of ARGV[1] (now).
-# A caller whose clock lags behind the stored window counts in the stored window, as
+_ACQUIRE_ARGS = struct.Struct("<12d")
+_ADJUST_ARGS = struct.Struct("<6d")
+_STATE = struct.Struct("<7d")
+_MAX_DOUBLE = sys.float_info.max
+
+# Shared by both scripts, after each has unpacked its one argument (little-endian
+# doubles: cheaper to send and to read than a dozen decimal strings) into locals, the
+# first three being ``now``, ``window`` and ``ttl`` (ms). The state of KEYS[1] is rolled
+# to the window of ``now`` into ``index`` and ``v`` (current counts, then previous
+# ones); ``moved`` says whether the state enters a new window (or is new). A caller
+# whose clock lags behind the stored window counts in the stored window, as
 # ``_window.roll`` does.
 _ROLL = """
-local now = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
 local index = math.floor(now / window)
 local frac = (now - index * window) / window
 local s = redis.call('HMGET', KEYS[1], 'i', 'r', 'p', 'c', 'R', 'P', 'C')
 local held = tonumber(s[1])
 local v = {0, 0, 0, 0, 0, 0}
+local moved = true
 if held ~= nil and held >= index - 1 then
   for n = 1, 6 do v[n] = tonumber(s[n + 1]) or 0 end
   if held == index - 1 then
@@ -48,44 +58,51 @@ if held ~= nil and held >= index - 1 then
     v[1], v[2], v[3] = 0, 0, 0
   else
     index = held
+    moved = false
   end
 end
 local function f(x) return string.format('%.17g', x) end
+-- The TTL is set when the state enters a window, which is its first write there: the
+-- state matters until the end of the next window, at most two windows later.
 local function store()
-  redis.call('HSET', KEYS[1], 'i', f(index), 'r', f(v[1]), 'p', f(v[2]), 'c', f(v[3]),
-    'R', f(v[4]), 'P', f(v[5]), 'C', f(v[6]))
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  if moved then
+    redis.call('HSET', KEYS[1], 'i', f(index), 'r', f(v[1]), 'p', f(v[2]), 'c', f(v[3]),
+      'R', f(v[4]), 'P', f(v[5]), 'C', f(v[6]))
+    redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
+  else
+    redis.call('HSET', KEYS[1], 'r', f(v[1]), 'p', f(v[2]), 'c', f(v[3]))
+  end
 end
 """
 
-# ARGV: now, window, ttl ms, limits x3, charge x3, need x3.
-# Returns {allowed, index, cur x3, prev x3} (before the charge) as strings: integer
-# replies would truncate. The comparison repeats ``_window.first_exceeded`` operation
-# for operation, so that Python reaches the same verdict from the returned counts.
+# ARGV[1]: now, window, ttl ms, limits x3, charge x3, need x3.
+# Returns '1' (admitted) or '0' followed by the rolled state from before the charge
+# (index, cur x3, prev x3) packed as seven doubles: exact, and one bulk reply. The
+# comparison repeats ``_window.decide`` operation for operation, so that Python
+# reaches the same verdict from the returned counts.
 ACQUIRE = (
-    _ROLL
+    "local now, window, ttl, l1, l2, l3, c1, c2, c3, n1, n2, n3 = struct.unpack('<dddddddddddd', ARGV[1])\n"
+    + _ROLL
     + """
-local out = {'1', f(index), f(v[1]), f(v[2]), f(v[3]), f(v[4]), f(v[5]), f(v[6])}
-for d = 1, 3 do
-  local need = tonumber(ARGV[9 + d])
-  if need > 0 and v[3 + d] * (1 - frac) + v[d] + need > tonumber(ARGV[3 + d]) then
-    out[1] = '0'
-    return out
-  end
+local out = struct.pack('<ddddddd', index, v[1], v[2], v[3], v[4], v[5], v[6])
+local w = 1 - frac
+if (n1 > 0 and v[4] * w + v[1] + n1 > l1) or (n2 > 0 and v[5] * w + v[2] + n2 > l2)
+    or (n3 > 0 and v[6] * w + v[3] + n3 > l3) then
+  return '0' .. out
 end
-for d = 1, 3 do v[d] = v[d] + tonumber(ARGV[6 + d]) end
+v[1], v[2], v[3] = v[1] + c1, v[2] + c2, v[3] + c3
 store()
-return out
+return '1' .. out
 """
 )
 
-# ARGV: now, window, ttl ms, delta x3. A count never goes below zero.
+# ARGV[1]: now, window, ttl ms, delta x3. A count never goes below zero.
 ADJUST = (
-    _ROLL
+    "local now, window, ttl, d1, d2, d3 = struct.unpack('<dddddd', ARGV[1])\n"
+    + _ROLL
     + """
 local touched = false
-for d = 1, 3 do
-  local delta = tonumber(ARGV[3 + d])
+for d, delta in ipairs({d1, d2, d3}) do
   if delta ~= 0 then
     v[d] = math.max(0, v[d] + delta)
     touched = true
@@ -95,6 +112,17 @@ if touched and (held ~= nil or v[1] + v[2] + v[3] > 0) then store() end
 return 1
 """
 )
+
+
+def _double(x: float) -> float:
+    return x if -_MAX_DOUBLE <= x <= _MAX_DOUBLE else (_MAX_DOUBLE if x > 0 else -_MAX_DOUBLE)
+
+
+def _pack(form: struct.Struct, *values: float) -> bytes:
+    try:
+        return form.pack(*values)
+    except OverflowError:  # an integer beyond any double (a limit of 10**400): the largest double
+        return form.pack(*map(_double, values))
 
 
 def state_key(identity: str) -> str:
@@ -118,7 +146,9 @@ class RedisBackend:
         self.window = float(window)
         self._client = client
         self._url = redact_url(url)
-        self._ttl_ms = str(math.ceil(2 * self.window * 1000) + 1000)
+        self._ttl_ms = math.ceil(2 * self.window * 1000) + 1000
+        if client.get_encoder().decode_responses:
+            raise ValueError("the Redis client must not decode responses (the scripts answer in bytes)")
         self._acquire: AsyncScript = client.register_script(ACQUIRE)
         self._adjust: AsyncScript = client.register_script(ADJUST)
         self._errors = _storage_errors()
@@ -145,27 +175,27 @@ class RedisBackend:
         return LimitStorageUnavailable(f"rate limit storage {self._url} unavailable ({type(exc).__name__})")
 
     async def acquire(self, key: str, limits: Vector, charge: Vector, need: Vector, now: float) -> Decision:
-        args: list[str | int] = [repr(float(now)), repr(self.window), self._ttl_ms, *limits, *charge, *need]
+        args = _pack(_ACQUIRE_ARGS, now, self.window, self._ttl_ms, *limits, *charge, *need)
         try:
             if not self._gate.ready:
                 await self._gate.wait()
-            reply: list[Any] = await self._acquire(keys=[state_key(key)], args=args)
+            reply: bytes = await self._acquire(keys=[state_key(key)], args=(args,))
         except self._errors as exc:
             raise self._unavailable(exc) from None
-        state = [float(x) for x in reply[1:]]
+        state = list(_STATE.unpack_from(reply, 1))
         decision = _window.decide(state, limits, charge, need, now, self.window)
-        if decision.allowed != (reply[0] in (b"1", "1")):  # pragma: no cover - same arithmetic on both sides
+        if decision.allowed != (reply[:1] == b"1"):  # pragma: no cover - same arithmetic on both sides
             raise LimitStorageUnavailable(f"rate limit storage {self._url}: script and backend disagree")
         return decision
 
     async def adjust(self, key: str, delta: Vector, now: float) -> None:
         if not any(delta):
             return
-        args: list[str | int] = [repr(float(now)), repr(self.window), self._ttl_ms, *delta]
+        args = _pack(_ADJUST_ARGS, now, self.window, self._ttl_ms, *delta)
         try:
             if not self._gate.ready:
                 await self._gate.wait()
-            await self._adjust(keys=[state_key(key)], args=args)
+            await self._adjust(keys=[state_key(key)], args=(args,))
         except self._errors as exc:
             raise self._unavailable(exc) from None
 
@@ -179,18 +209,19 @@ class RedisBackend:
     async def _adjust_many(self, deltas: dict[str, Vector], now: float) -> None:
         """One round trip for the whole batch (a pipeline); on a cluster, whose pipelines
         refuse scripts, one command per identity, all in flight at once."""
-        head: list[str | int] = [repr(float(now)), repr(self.window), self._ttl_ms]
+        head = (now, self.window, self._ttl_ms)
+        args = {key: _pack(_ADJUST_ARGS, *head, *delta) for key, delta in deltas.items()}
         if not self._gate.ready:
             await self._gate.wait()
         if self._cluster:
-            await asyncio.gather(*(self._adjust(keys=[state_key(k)], args=[*head, *d]) for k, d in deltas.items()))
+            await asyncio.gather(*(self._adjust(keys=[state_key(k)], args=(a,)) for k, a in args.items()))
             return
         from redis.exceptions import NoScriptError
 
         for attempt in (1, 2):
             pipe = self._client.pipeline(transaction=False)
-            for key, delta in deltas.items():
-                pipe.evalsha(self._adjust.sha, 1, state_key(key), *head, *delta)
+            for key, packed in args.items():
+                pipe.evalsha(self._adjust.sha, 1, state_key(key), packed)
             try:
                 await pipe.execute()
                 return
