@@ -61,17 +61,20 @@ if held ~= nil and held >= index - 1 then
     moved = false
   end
 end
-local function f(x) return string.format('%.17g', x) end
--- The TTL is set when the state enters a window, which is its first write there: the
--- state matters until the end of the next window, at most two windows later.
-local function store()
-  if moved then
-    redis.call('HSET', KEYS[1], 'i', f(index), 'r', f(v[1]), 'p', f(v[2]), 'c', f(v[3]),
-      'R', f(v[4]), 'P', f(v[5]), 'C', f(v[6]))
-    redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
-  else
-    redis.call('HSET', KEYS[1], 'r', f(v[1]), 'p', f(v[2]), 'c', f(v[3]))
-  end
+"""
+
+
+# Writes ``index`` and ``v`` (inlined: a Lua closure per call costs). The TTL is set
+# when the state enters a window, its first write there: the state matters until the
+# end of the next window, at most two windows later.
+_STORE = """
+local f = string.format
+if moved then
+  redis.call('HSET', KEYS[1], 'i', f('%.17g', index), 'r', f('%.17g', v[1]), 'p', f('%.17g', v[2]),
+    'c', f('%.17g', v[3]), 'R', f('%.17g', v[4]), 'P', f('%.17g', v[5]), 'C', f('%.17g', v[6]))
+  redis.call('PEXPIRE', KEYS[1], f('%d', ttl))
+else
+  redis.call('HSET', KEYS[1], 'r', f('%.17g', v[1]), 'p', f('%.17g', v[2]), 'c', f('%.17g', v[3]))
 end
 """
 
@@ -91,7 +94,9 @@ if (n1 > 0 and v[4] * w + v[1] + n1 > l1) or (n2 > 0 and v[5] * w + v[2] + n2 > 
   return '0' .. out
 end
 v[1], v[2], v[3] = v[1] + c1, v[2] + c2, v[3] + c3
-store()
+"""
+    + _STORE
+    + """
 return '1' .. out
 """
 )
@@ -108,7 +113,10 @@ for d, delta in ipairs({d1, d2, d3}) do
     touched = true
   end
 end
-if touched and (held ~= nil or v[1] + v[2] + v[3] > 0) then store() end
+if not touched or (held == nil and v[1] + v[2] + v[3] == 0) then return 0 end
+"""
+    + _STORE
+    + """
 return 1
 """
 )
