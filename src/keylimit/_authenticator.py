@@ -6,6 +6,11 @@ for any number of concurrent requests with the same token. Expiry is re-checked 
 hit; revocations and plan changes evict through the store's events. Addresses that fail
 too often are refused before any argon2 work; ``last_used_at`` is written behind.
 
+Stale-if-error: when the store fails while a lapsed entry is revalidated, the cached
+principal is served for another TTL, as long as the key itself has not expired. A key
+whose revocation was announced has no entry left, and a key never verified gets
+``KeyStoreUnavailable`` (503), never ``InvalidKey``.
+
 The scheme is matched case-insensitively (``bearer`` works, as RFC 7235 says it should);
 between scheme and token there is exactly one space, and the token must be a well-formed
 key of this prefix. A missing key (no header, an empty one, or a bare ``Bearer``) is
@@ -23,7 +28,7 @@ from typing import Any
 
 from ._cache import VerifiedCache
 from ._clock import Clock, system_clock
-from ._errors import AuthThrottled, InvalidKey, MissingKey
+from ._errors import AuthThrottled, InvalidKey, KeyStoreUnavailable, MissingKey
 from ._hashing import Hasher
 from ._keys import KeyFormat, ParsedKey
 from ._models import Account, KeyRecord, Principal
@@ -94,6 +99,7 @@ class Authenticator:
         self._flusher: asyncio.Task[None] | None = None
         self._subscribed = False
         self._started = False
+        self._store_down = False
 
     def __repr__(self) -> str:
         return f"Authenticator(store={self.store!r}, prefix={self.key_format.prefix!r}, cache={self._cache!r})"
@@ -165,10 +171,21 @@ class Authenticator:
             raise
         if entry is None:
             self._refuse_if_throttled(client)
-            principal = await self._verify_once(parsed, digest, None)
+            try:
+                principal = await self._verify_once(parsed, digest, None)
+            except KeyStoreUnavailable as exc:
+                self._store_failed(exc)
+                raise
         elif entry.record.is_usable(now):
             # Fresh no more: revalidate against the store (no argon2 if the hash is the same).
-            principal = await self._verify_once(parsed, digest, entry.record)
+            try:
+                principal = await self._verify_once(parsed, digest, entry.record)
+            except KeyStoreUnavailable as exc:
+                self._store_failed(exc)
+                renewed = self._cache.renew(digest)  # None if a revocation dropped it meanwhile
+                if renewed is None:
+                    raise
+                principal = renewed.principal
         else:
             self._cache.discard(digest)  # expired since it was cached
             principal = None
@@ -188,6 +205,15 @@ class Authenticator:
         self._rehashing.clear()
         self._flusher = None
         self._started = False
+
+    def _store_failed(self, exc: KeyStoreUnavailable) -> None:
+        if not self._store_down:
+            self._store_down = True
+            logger.warning(
+                "the key store is unavailable (%s): keys verified before keep working from the cache, "
+                "keys not seen before get 503",
+                type(exc.__cause__ or exc).__name__,
+            )
 
     def _refuse_if_throttled(self, client: str | None) -> None:
         retry_after = self._throttle.retry_after(client)
@@ -223,6 +249,9 @@ class Authenticator:
     async def _verify(self, parsed: ParsedKey, digest: bytes, known: KeyRecord | None) -> Principal | None:
         epoch = self._cache.epoch
         record = await self.store.get_key(parsed.kid)
+        if self._store_down:
+            self._store_down = False
+            logger.info("the key store answers again")
         if record is None or record.key_type is not parsed.key_type or not record.is_usable(self.clock()):
             return None
         if known is None or not hmac.compare_digest(known.hash, record.hash):

@@ -5,8 +5,10 @@ secret, so the cache never holds a token, and a memory dump of it cannot be chec
 guesses without that secret. An entry is *fresh* for ``ttl`` seconds; after that it must be
 revalidated against the store (is the key still active, with the same hash, and what is the
 account's plan now?) but not verified with argon2 again: the token already matched that
-hash. Revocations and plan changes evict entries (``evict_key``/``evict_account``);
-``epoch`` lets a verification that raced with an eviction skip caching its stale result.
+hash. A revocation drops the key's entries (``evict_key``); a plan change lapses the
+account's (``evict_account``). ``epoch`` lets a verification that raced with an eviction
+skip caching its stale result. While the store cannot revalidate, a lapsed entry may be
+``renew``-ed and served stale; a dropped one cannot.
 """
 
 from __future__ import annotations
@@ -71,20 +73,33 @@ class VerifiedCache:
             return
         self._drop(digest)
         lapses_at = self._clock() + self.ttl
-        usable_until = lapses_at if record.expires_at is None else min(lapses_at, record.expires_at)
-        self._entries[digest] = Verified(record, principal, lapses_at, usable_until)
+        self._entries[digest] = Verified(record, principal, lapses_at, _usable_until(record, lapses_at))
         self._by_kid.setdefault(record.kid, set()).add(digest)
         self._by_account.setdefault(record.account_id, set()).add(digest)
         while len(self._entries) > self.size:
             self._drop(next(iter(self._entries)))
 
+    def renew(self, digest: bytes) -> Verified | None:
+        """Make a lapsed entry fresh for another ``ttl`` (the store could not revalidate it).
+
+        None when the entry is gone (a revocation dropped it): that one is never served stale.
+        """
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        lapses_at = self._clock() + self.ttl
+        entry = replace(entry, lapses_at=lapses_at, usable_until=_usable_until(entry.record, lapses_at))
+        self._entries[digest] = entry
+        return entry
+
     def discard(self, digest: bytes) -> None:
         self._drop(digest)
 
     def evict_key(self, kid: str) -> None:
-        """The key changed (revoked): its entries must be revalidated before their next use."""
+        """The key changed (revoked): its entries go, so that nothing serves them stale."""
         self.epoch += 1
-        self._lapse(self._by_kid.get(kid, ()))
+        for digest in list(self._by_kid.get(kid, ())):
+            self._drop(digest)
 
     def evict_account(self, account_id: str) -> None:
         """The account changed (plan, limits): its entries must be revalidated."""
@@ -110,3 +125,7 @@ class VerifiedCache:
                 digests.discard(digest)
                 if not digests:
                     del index[name]
+
+
+def _usable_until(record: KeyRecord, lapses_at: float) -> float:
+    return lapses_at if record.expires_at is None else min(lapses_at, record.expires_at)
