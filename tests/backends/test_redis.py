@@ -131,3 +131,39 @@ async def test_an_unreachable_server_is_storage_unavailable_without_the_password
         assert "s3cret-pw" not in str(caught.value)
         assert "127.0.0.1" in str(caught.value)
     await backend.aclose()
+
+
+async def test_the_state_expires_two_windows_after_it_enters_a_window(redis_url: str) -> None:
+    backend = RedisBackend.from_url(redis_url, WINDOW)
+    server = redis.Redis.from_url(redis_url)
+    ttl = 2 * WINDOW * 1000 + 1000
+    await backend.adjust("settled-first", (0, 0, 7), T0)  # a settlement can be the first write
+    assert 0 < server.pttl(state_key("settled-first")) <= ttl
+
+    await backend.acquire("acct", PRO, ONE, ONE, T0)
+    server.pexpire(state_key("acct"), 5000)
+    await backend.acquire("acct", PRO, ONE, ONE, T0 + WINDOW / 2)  # same window: its expiry stands
+    assert 0 < server.pttl(state_key("acct")) <= 5000
+    assert (await backend.acquire("acct", PRO, ONE, ONE, T0 + WINDOW)).used == (2.0, 0.0, 0.0)
+    assert 5000 < server.pttl(state_key("acct")) <= ttl  # a new window: two more
+    await backend.aclose()
+
+
+async def test_a_settlement_beyond_any_double_counts_as_the_most_there_can_be(redis_url: str) -> None:
+    backend = RedisBackend.from_url(redis_url, WINDOW)
+    await backend.adjust("acct", (0, 10**400, 0), T0)
+    refused = await backend.acquire("acct", PRO, ONE, (1, 1, 0), T0)
+    assert not refused.allowed
+    assert refused.exceeded == 1
+    await backend.adjust("acct", (0, -(10**400), 0), T0)  # and a count never goes below zero
+    assert (await backend.acquire("acct", PRO, ONE, (1, 1, 0), T0)).used == (0.0, 0.0, 0.0)
+    await backend.aclose()
+
+
+async def test_a_client_that_decodes_responses_is_refused_at_once(redis_url: str) -> None:
+    import redis.asyncio as aredis
+
+    client = aredis.Redis.from_url(redis_url, decode_responses=True)
+    with pytest.raises(ValueError, match="must not decode responses"):
+        RedisBackend(client, WINDOW)
+    await client.aclose()

@@ -129,7 +129,7 @@ def _double(x: float) -> float:
 def _pack(form: struct.Struct, *values: float) -> bytes:
     try:
         return form.pack(*values)
-    except OverflowError:  # an integer beyond any double (a limit of 10**400): the largest double
+    except (struct.error, OverflowError):  # an integer beyond any double: the largest double
         return form.pack(*map(_double, values))
 
 
