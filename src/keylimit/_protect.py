@@ -16,8 +16,9 @@ from . import _runtime
 from ._auth import KeyAuthMiddleware
 from ._authenticator import Authenticator
 from ._config import Config
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, LimitStorageUnavailable
 from ._ratelimit import RateLimitMiddleware
+from ._redis import redact_url
 from ._tokens import TokenCounter
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .backends import LimitBackend
@@ -96,7 +97,7 @@ class Protect:
                 await self.authenticator.start()
             await self.management(scope, receive, send)
         elif scope_type == "lifespan":
-            await self.app(scope, self._lifespan_receive(receive), send)
+            await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
@@ -104,17 +105,48 @@ class Protect:
         prefix = self._management_prefix
         return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
 
-    def _lifespan_receive(self, receive: Receive) -> Receive:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The startup is checked before the app sees it: a failed start must not half-start the app.
+        first = await receive()
+        if first["type"] == "lifespan.startup":
+            try:
+                await self.startup()
+            except ConfigurationError as exc:
+                # The server logs the message (uvicorn: then "Application startup failed. Exiting.").
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                await self.aclose()
+                return
+        replayed = False
+
         async def wrapped() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return first
             message = await receive()
-            if message["type"] == "lifespan.startup":
-                self._started = True
-                await self.authenticator.start()
-            elif message["type"] == "lifespan.shutdown":
+            if message["type"] == "lifespan.shutdown":
                 await self.aclose()
             return message
 
-        return wrapped
+        await self.app(scope, wrapped, send)
+
+    async def startup(self) -> None:
+        """Start the stores; with policy ``closed``, fail (``ConfigurationError``) if limit storage is down.
+
+        Run on lifespan startup: a server that could only answer 503 refuses to start instead.
+        """
+        self._started = True
+        await self.authenticator.start()
+        if self.config.failure_policy == "closed":
+            try:
+                await self.limits.ping()
+            except LimitStorageUnavailable:
+                raise ConfigurationError(
+                    f"KEYLIMIT_LIMITS_URL: the rate limit storage {redact_url(self.config.limits_url)} "
+                    "does not answer at start-up, and KEYLIMIT_FAILURE_POLICY is closed "
+                    "(every request would be refused with 503); start it, fix the URL, "
+                    "or choose KEYLIMIT_FAILURE_POLICY=fallback"
+                ) from None
 
     async def aclose(self) -> None:
         """Flush pending writes and close the stores (also done on lifespan shutdown)."""
