@@ -10,11 +10,14 @@ a traceback has still failed.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from hypothesis import strategies as st
 
 from keylimit import Argon2Params, Config, Limits, ManualClock, Protect
 from keylimit._runtime import key_manager
@@ -229,10 +232,12 @@ class FixedApp:
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
+        self.headers: list[list[tuple[bytes, bytes]]] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             return
+        self.headers.append(list(scope["headers"]))
         self.bodies.append(await read_body(receive))
         await send(
             {
@@ -242,3 +247,10 @@ class FixedApp:
             }
         )
         await send({"type": "http.response.body", "body": USAGE_REPLY, "more_body": False})
+
+
+@st.composite
+def pieces(draw: st.DrawFn, data: bytes, most: int = 4) -> list[bytes]:
+    """``data`` cut at up to ``most`` generated places (empty pieces included)."""
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=most)))
+    return [data[a:b] for a, b in itertools.pairwise([0, *cuts, len(data)])]
