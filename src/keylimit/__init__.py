@@ -19,6 +19,7 @@ from ._errors import (
     MissingKey,
     NotFound,
     RateLimited,
+    RequestTimeout,
     RequestTooLarge,
     StorageUnavailable,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "Protect",
     "RateLimitMiddleware",
     "RateLimited",
+    "RequestTimeout",
     "RequestTooLarge",
     "Scope",
     "SessionVerifier",

@@ -64,6 +64,7 @@ class Config:
     failure_policy: FailurePolicy = "fallback"  # KEYLIMIT_FAILURE_POLICY
     ietf_headers: bool = False  # KEYLIMIT_IETF_HEADERS
     max_body_bytes: int = 32 * 1024 * 1024  # KEYLIMIT_MAX_BODY_BYTES
+    body_timeout: float = 30.0  # KEYLIMIT_BODY_TIMEOUT (seconds for a whole request body)
     reserve_max_tokens: bool = False  # KEYLIMIT_RESERVE_MAX_TOKENS
     token_counter: str | None = None  # KEYLIMIT_TOKEN_COUNTER ("module:callable")
     argon2: Argon2Params = PRODUCTION  # KEYLIMIT_ARGON2_TIME_COST / _MEMORY_COST / _PARALLELISM
@@ -371,6 +372,7 @@ _CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
     "failure_policy": _failure_policy,
     "ietf_headers": _boolean,
     "max_body_bytes": _positive_int,
+    "body_timeout": _number,
     "reserve_max_tokens": _boolean,
     "token_counter": _import_path,
     "argon2": _argon2,

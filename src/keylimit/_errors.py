@@ -13,6 +13,7 @@ KeylimitError
 │   ├── NotFound              → 404 not_found
 │   ├── BadRequest            → 400 invalid_request
 │   ├── RequestTooLarge       → 413 request_too_large
+│   ├── RequestTimeout        → 408 request_timeout
 │   └── RateLimited           → 429 rate_limit_exceeded
 └── (StorageUnavailable is answered as HTTPError through ``http_error_for``)
 """
@@ -108,6 +109,10 @@ class BadRequest(HTTPError):
 
 class RequestTooLarge(HTTPError):
     status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class RequestTimeout(HTTPError):
+    status, type, code = 408, "invalid_request_error", "request_timeout"
 
 
 class RateLimited(HTTPError):

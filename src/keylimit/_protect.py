@@ -62,6 +62,7 @@ class Protect:
             clock=config.clock,
             token_counter=load_token_counter(config.token_counter),
             max_body_bytes=config.max_body_bytes,
+            body_timeout=config.body_timeout,
             reserve_max_tokens=config.reserve_max_tokens,
             ietf_headers=config.ietf_headers,
             open_paths=config.open_paths,

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
 from ._clock import Clock, system_clock
-from ._errors import LimitStorageUnavailable, RateLimited, RequestTooLarge, http_error_for, retry_after_seconds
+from ._errors import (
+    HTTPError,
+    LimitStorageUnavailable,
+    RateLimited,
+    RequestTimeout,
+    RequestTooLarge,
+    http_error_for,
+    retry_after_seconds,
+)
 from ._headers import is_rate_limit_header, rate_limit_headers
 from ._models import Principal
 from ._plans import Plans
@@ -36,10 +45,10 @@ class RateLimitMiddleware:
     without one, from ``identity(scope)`` on the default plan (None: not limited). A string
     ``limits`` is opened with ``window``; a backend object counts in its own window.
 
-    A POST with a JSON body is read whole first (up to ``max_body_bytes``, else 413, which
-    counts as one request) for its prompt estimate; any other request counts one request
-    and no tokens. Completion tokens, and the prompt's correction, are charged from the
-    response's ``usage`` when it ends (see ``_usage``).
+    A POST with a JSON body is read whole first (up to ``max_body_bytes``, else 413; within
+    ``body_timeout`` seconds, else 408; either counts as one request) for its prompt estimate;
+    any other request counts one request and no tokens. Completion tokens, and the prompt's
+    correction, are charged from the response's ``usage`` when it ends (see ``_usage``).
     """
 
     def __init__(
@@ -53,6 +62,7 @@ class RateLimitMiddleware:
         identity: Callable[[Scope], str | None] | None = None,
         token_counter: TokenCounter | None = None,
         max_body_bytes: int = 32 * 1024 * 1024,
+        body_timeout: float | None = 30.0,
         reserve_max_tokens: bool = False,
         ietf_headers: bool = False,
         open_paths: Sequence[str] = ("/health", "/ping"),
@@ -60,6 +70,8 @@ class RateLimitMiddleware:
     ) -> None:
         if max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be positive")
+        if body_timeout is not None and not body_timeout > 0:
+            raise ValueError("body_timeout must be positive (or None: no limit)")
         self.app = app
         self.backend = open_limit_backend(limits, window) if isinstance(limits, str) else limits
         self._owns_backend = isinstance(limits, str)
@@ -68,6 +80,7 @@ class RateLimitMiddleware:
         self.identity = identity or client_address
         self.counter = token_counter or EstimatingTokenCounter()
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
         self.reserve_max_tokens = reserve_max_tokens
         self.ietf_headers = ietf_headers
         # As KeyAuthMiddleware: open paths match exactly, the management path as a prefix.
@@ -102,12 +115,12 @@ class RateLimitMiddleware:
             limits = self.plans.resolve(plan).as_tuple()
 
         request: TokenRequest | None = None
-        too_large: RequestTooLarge | None = None
+        refused: HTTPError | None = None  # a body too large or too slow, answered after counting
         if scope["method"] == "POST" and _json_body(scope):
             try:
-                body = await _read_body(scope, receive, self.max_body_bytes)
-            except RequestTooLarge as exc:
-                too_large = exc
+                body = await _read_body(scope, receive, self.max_body_bytes, self.body_timeout)
+            except (RequestTooLarge, RequestTimeout) as exc:
+                refused = exc
             else:
                 if body is None:
                     return  # the client went away before sending its body
@@ -139,8 +152,8 @@ class RateLimitMiddleware:
             self._log_refusal(key, principal, decision)
             await send_error(send, _rate_limited(decision, plan), headers)
             return
-        if too_large is not None:
-            await send_error(send, too_large, headers)
+        if refused is not None:
+            await send_error(send, refused, headers)
             return
         if request is None:
             await self.app(scope, receive, _with_headers(send, headers))
@@ -278,13 +291,25 @@ def _json_body(scope: Scope) -> bool:
     return True  # no content type: servers such as FastAPI read the body as JSON
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or None if the client disconnected; ``RequestTooLarge`` past ``limit`` bytes."""
+async def _read_body(scope: Scope, receive: Receive, limit: int, time_limit: float | None) -> bytes | None:
+    """The whole body, or None if the client disconnected; ``RequestTooLarge`` past ``limit``
+    bytes, ``RequestTimeout`` when it has not all arrived after ``time_limit`` seconds."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             if value.isdigit() and int(value) > limit:
                 raise _too_large(limit)
             break
+    if time_limit is None:
+        return await _receive_body(receive, limit)
+    # A total deadline, not one per chunk: a client trickling a byte at a time is bounded too.
+    try:
+        async with asyncio.timeout(time_limit):
+            return await _receive_body(receive, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"The request body did not arrive within {time_limit:g} seconds.") from None
+
+
+async def _receive_body(receive: Receive, limit: int) -> bytes | None:
     chunks: list[bytes] = []
     size = 0
     while True:
