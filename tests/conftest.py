@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests._redis import RedisCluster, RedisServer
+from tests.secrets._watch import SecretWatch, watching
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +35,13 @@ def cluster_url(redis_cluster: RedisCluster) -> str:
     """A clean (flushed) 3-master Redis Cluster."""
     redis_cluster.flush()
     return redis_cluster.url
+
+
+@pytest.fixture(autouse=True)
+def no_key_material_in_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretWatch]:
+    """Every test: no log record (message, exception, stack) holds a key or admin token made during it."""
+    with watching(monkeypatch) as watch:
+        yield watch
+    leaks = watch.leaks()
+    if leaks:
+        pytest.fail("key material in the logs:\n" + "\n".join(leaks), pytrace=False)
