@@ -87,9 +87,13 @@ def _reserve(body: dict[str, Any]) -> int:
 
 
 def token_count(value: object) -> int | None:
-    """``value`` if it is a whole number of tokens (not a bool, not negative), else None."""
+    """``value`` if it is a whole number of tokens (not a bool, not negative), else None.
+
+    Capped at ``MAX_RESERVE``: a larger count is no real one, and the counters (floats)
+    could not hold it, so settling it would fail and charge nothing at all.
+    """
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
+        return value if value <= MAX_RESERVE else MAX_RESERVE
     return None
 
 
