@@ -130,7 +130,7 @@ def parse_expires_at(value: object) -> float | None:
 
 
 def parse_key_type(value: object) -> KeyType:
-    if value not in {t.value for t in KeyType}:
+    if not isinstance(value, str) or value not in {t.value for t in KeyType}:
         raise BadRequest("type must be 'sdk' or 'api'", param="type")
     return KeyType(value)
 

@@ -103,6 +103,18 @@ class Response:
             assert self.header(name).isdigit(), f"{name}: {self.header(name)!r}"  # type: ignore[union-attr]
 
 
+def hostile_config(**settings: Any) -> Config:
+    """Memory storage, cheap argon2, the admin token, unreachable limits, no failure throttle."""
+    defaults: dict[str, Any] = {
+        "keys_url": "memory://",
+        "argon2": CHEAP,
+        "admin_token": ADMIN,
+        "plans": {"free": HUGE},
+        "auth_failures_per_minute": 10**9,
+    }
+    return Config(**{**defaults, **settings})
+
+
 class _ErrorLog(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
@@ -117,15 +129,7 @@ class Harness:
 
     def __init__(self, app: ASGIApp, **settings: Any) -> None:
         self.clock = ManualClock(START + 10)
-        self.config = Config(
-            keys_url="memory://",
-            argon2=CHEAP,
-            admin_token=ADMIN,
-            plans={"free": HUGE},
-            auth_failures_per_minute=10**9,
-            clock=self.clock,
-            **settings,
-        )
+        self.config = hostile_config(clock=self.clock, **settings)
         self.runner = asyncio.Runner()
         self.protect = Protect(app, self.config)
         self.errors = _ErrorLog()
