@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
-from keylimit import Config
+from keylimit import Config, ConfigurationError
 from keylimit._types import Message
 from tests._redis import free_port
 from tests.e2e._process import CHEAP_ARGON2, Served
@@ -98,3 +99,14 @@ async def test_closed_policy_with_storage_up_starts(redis_url: str) -> None:
     protect = protected(Config(keys_url="memory://", limits_url=redis_url, failure_policy="closed"))
     async with lifespan(protect):
         pass
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf"])
+def test_a_bad_body_timeout_fails_naming_it(value: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"^KEYLIMIT_BODY_TIMEOUT: must be a positive number"):
+        Config.from_env({"KEYLIMIT_BODY_TIMEOUT": value, "KEYLIMIT_KEYS_URL": "memory://"})
+
+
+def test_body_timeout_is_read_from_the_environment() -> None:
+    assert Config.from_env({"KEYLIMIT_BODY_TIMEOUT": "2.5", "KEYLIMIT_KEYS_URL": "memory://"}).body_timeout == 2.5
+    assert Config(keys_url="memory://").body_timeout == 30.0
