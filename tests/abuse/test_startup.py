@@ -58,8 +58,8 @@ def test_uvicorn_refuses_to_start_when_closed_policy_storage_is_down() -> None:
 def test_the_same_storage_down_with_policy_fallback_starts_and_serves(tmp_path: Path) -> None:
     served = Served(
         [*UVICORN, "{port}"],
-        cwd=ROOT,
-        env=env(KEYLIMIT_LIMITS_URL=closed_port_url(), KEYLIMIT_FAILURE_POLICY="fallback"),
+        cwd=tmp_path,  # its output files go here; the app is imported from the repository
+        env=env(KEYLIMIT_LIMITS_URL=closed_port_url(), KEYLIMIT_FAILURE_POLICY="fallback", PYTHONPATH=str(ROOT)),
         ready_path="/health",
     )
     try:
