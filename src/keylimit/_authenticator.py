@@ -48,10 +48,10 @@ def parse_bearer(header: bytes | None, key_format: KeyFormat) -> ParsedKey:
     """The key in ``Bearer <key>``; raises ``MissingKey`` or ``InvalidKey``."""
     if header is None:
         raise MissingKey()
+    if not header.strip():
+        raise MissingKey()  # blank, however long: the same answer as no header
     if len(header) > MAX_HEADER:
         raise InvalidKey()
-    if not header.strip():
-        raise MissingKey()
     scheme, _, token = header.partition(b" ")
     if scheme.lower() != b"bearer":
         raise InvalidKey()

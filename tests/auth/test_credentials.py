@@ -62,6 +62,7 @@ def _typo(token: str, position: int) -> str:
         ("NUL byte", b"Bearer {key}\x00", "invalid"),
         ("10 KB header", b"Bearer " + b"A" * 10240, "invalid"),
         ("10 KB of spaces", b"Bearer" + b" " * 10240, "invalid"),
+        ("300 bytes of tabs only", b"\t" * 300, "missing"),
         # well-formed but not ours, or broken
         ("wrong prefix", b"Bearer {other_prefix}", "invalid"),
         ("broken checksum", b"Bearer {bad_crc}", "invalid"),
