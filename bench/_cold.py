@@ -37,8 +37,12 @@ async def ticker(stop: asyncio.Event, lags: list[float], period: float = 0.001) 
 
 
 def _lag_summary(lags: list[float]) -> dict[str, float]:
-    return {"ticks": len(lags), "p50_ms": round(statistics.median(lags), 3),
-            "p99_ms": round(c.quantile(lags, 0.99), 3), "max_ms": round(max(lags), 3)}
+    return {
+        "ticks": len(lags),
+        "p50_ms": round(statistics.median(lags), 3),
+        "p99_ms": round(c.quantile(lags, 0.99), 3),
+        "max_ms": round(max(lags), 3),
+    }
 
 
 async def loop_lag(count: int) -> dict[str, Any]:
@@ -53,8 +57,13 @@ async def loop_lag(count: int) -> dict[str, Any]:
     finally:
         await manager.store.aclose()
     store = key_store(config)
-    auth = Authenticator(store, key_format=key_format(config), hasher=hasher(config), plans=plans(config),
-                         verify_concurrency=config.verify_concurrency)
+    auth = Authenticator(
+        store,
+        key_format=key_format(config),
+        hasher=hasher(config),
+        plans=plans(config),
+        verify_concurrency=config.verify_concurrency,
+    )
     await auth.start()
     stop = asyncio.Event()
     idle: list[float] = []
@@ -87,8 +96,11 @@ async def loop_lag(count: int) -> dict[str, Any]:
         "verify_concurrency": config.verify_concurrency,
         "wall_seconds": round(wall, 2),
         "verifications_per_second": round(count / wall, 1),
-        "request_latency_ms": {"p50": round(statistics.median(latencies), 1),
-                               "p99": round(c.quantile(latencies, 0.99), 1), "max": round(max(latencies), 1)},
+        "request_latency_ms": {
+            "p50": round(statistics.median(latencies), 1),
+            "p99": round(c.quantile(latencies, 0.99), 1),
+            "max": round(max(latencies), 1),
+        },
         "loop_lag_idle": _lag_summary(idle),
         "loop_lag_during": _lag_summary(busy),
     }

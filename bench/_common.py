@@ -167,8 +167,13 @@ async def _events(chunks: int, usage: bool) -> Any:
             event["usage"] = None
         yield f"data: {json.dumps(event)}\n\n".encode()
     if usage:
-        final = {"id": "c1", "object": "chat.completion.chunk", "model": "demo", "choices": [],
-                 "usage": {"prompt_tokens": 50, "completion_tokens": chunks, "total_tokens": 50 + chunks}}
+        final = {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "model": "demo",
+            "choices": [],
+            "usage": {"prompt_tokens": 50, "completion_tokens": chunks, "total_tokens": 50 + chunks},
+        }
         yield f"data: {json.dumps(final)}\n\n".encode()
     yield b"data: [DONE]\n\n"
 
@@ -250,9 +255,7 @@ def bearer(token: str) -> Headers:
     return [(b"authorization", f"Bearer {token}".encode())]
 
 
-async def protect_subject(
-    limits_url: str, *, keys_db: Path | None = None, chunks: int = 16, **options: Any
-) -> Subject:
+async def protect_subject(limits_url: str, *, keys_db: Path | None = None, chunks: int = 16, **options: Any) -> Subject:
     """``Protect(chat_app(), config)`` with a key on an unlimited account in a temp SQLite file."""
     keys_db = keys_db or tempdir() / "keys.db"
     config = keylimit_config(keys_db, limits_url, **{"cache_ttl": HOT_CACHE_TTL, **options})

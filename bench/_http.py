@@ -28,10 +28,27 @@ class Server:
         self.port = c.free_port()
         self.url = f"http://127.0.0.1:{self.port}{c.PATH}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", f"bench.apps:{name}", "--app-dir", str(ROOT),
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1", "--no-access-log",
-             "--log-level", "warning"],
-            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                f"bench.apps:{name}",
+                "--app-dir",
+                str(ROOT),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
 
     def wait_ready(self, headers: dict[str, str]) -> dict[str, str]:
@@ -64,8 +81,11 @@ class Server:
 
 
 def lua_script(path: Path, headers: dict[str, str]) -> None:
-    lines = ['wrk.method = "POST"', f"wrk.body = [==[{c.BODY.decode()}]==]",
-             'wrk.headers["Content-Type"] = "application/json"']
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.body = [==[{c.BODY.decode()}]==]",
+        'wrk.headers["Content-Type"] = "application/json"',
+    ]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
@@ -76,7 +96,10 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any
     t0 = time.perf_counter()
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True, timeout=seconds + 60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
     ).stdout
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -87,9 +110,14 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, Any
     latency = {q: _ms(m) for q, m in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+\w+)", out, re.M)}
     if rps is None or "50" not in latency:
         raise SystemExit(f"could not read wrk's output:\n{out}")
-    return {"rps": float(rps.group(1)), "p50_ms": latency["50"], "p99_ms": latency["99"],
-            "non_2xx": int(bad.group(1)) if bad else 0, "socket_errors": errors.group(0) if errors else None,
-            "wrk_cpu_percent": round(100 * cpu / wall, 1)}
+    return {
+        "rps": float(rps.group(1)),
+        "p50_ms": latency["50"],
+        "p99_ms": latency["99"],
+        "non_2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(0) if errors else None,
+        "wrk_cpu_percent": round(100 * cpu / wall, 1),
+    }
 
 
 def _ms(text: str) -> float:
@@ -107,8 +135,13 @@ async def run(seconds: int, rounds: int, connections: int) -> dict[str, Any]:
     servers = {"bare": Server("bare", {}), "keylimit-mem": Server("keylimit", env)}
     auth = {"bare": {}, "keylimit-mem": {"Authorization": f"Bearer {token}"}}
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
-    out: dict[str, Any] = {"seconds": seconds, "rounds": rounds, "connections": connections,
-                           "server": "uvicorn, 1 worker, " + _uvicorn_impl(), "load": "wrk -t1"}
+    out: dict[str, Any] = {
+        "seconds": seconds,
+        "rounds": rounds,
+        "connections": connections,
+        "server": "uvicorn, 1 worker, " + _uvicorn_impl(),
+        "load": "wrk -t1",
+    }
     try:
         for name, server in servers.items():
             answer = server.wait_ready(auth[name])
@@ -129,8 +162,10 @@ async def run(seconds: int, rounds: int, connections: int) -> dict[str, Any]:
         for server in servers.values():
             server.stop()
     for name, rs in results.items():
-        out[name] = {k: round(statistics.median(r[k] for r in rs), 3)
-                     for k in ("rps", "p50_ms", "p99_ms", "wrk_cpu_percent", "server_cpu_percent")}
+        out[name] = {
+            k: round(statistics.median(r[k] for r in rs), 3)
+            for k in ("rps", "p50_ms", "p99_ms", "wrk_cpu_percent", "server_cpu_percent")
+        }
         out[name]["non_2xx"] = sum(r["non_2xx"] for r in rs)
         out[name]["rounds"] = rs
     out["throughput_ratio"] = round(out["keylimit-mem"]["rps"] / out["bare"]["rps"], 3)

@@ -32,8 +32,20 @@ def fill_keys(keys_db: Path, count: int) -> float:
     t0 = time.perf_counter()
     now = time.time()
     rows = (
-        (f"f{base62(i, 11)}", f"filler{i}", "filler", "sdk", "full", FILLER_HASH, "forii_sk_filler", now,
-         "active", None, None, None)
+        (
+            f"f{base62(i, 11)}",
+            f"filler{i}",
+            "filler",
+            "sdk",
+            "full",
+            FILLER_HASH,
+            "forii_sk_filler",
+            now,
+            "active",
+            None,
+            None,
+            None,
+        )
         for i in range(count)
     )
     conn = sqlite3.connect(keys_db, isolation_level=None)
@@ -110,8 +122,13 @@ async def redis_memory(count: int) -> dict[str, Any]:
         keys = int(server.command("DBSIZE").lstrip(":"))
     finally:
         server.stop()
-    return {"accounts": count, "keys": keys, "used_memory_delta_bytes": after - before,
-            "bytes_per_account": round((after - before) / count, 1), "memory_usage_one_account_bytes": one}
+    return {
+        "accounts": count,
+        "keys": keys,
+        "used_memory_delta_bytes": after - before,
+        "bytes_per_account": round((after - before) / count, 1),
+        "memory_usage_one_account_bytes": one,
+    }
 
 
 async def run(keys: int, accounts: int, n: int, rounds: int) -> dict[str, Any]:
@@ -176,4 +193,3 @@ def _limits_of(subject: c.Subject) -> Any:
 def _kid_of(subject: c.Subject) -> str:
     token = subject.headers[0][1].decode().removeprefix("Bearer ")
     return token.split("_")[-2]
-

@@ -51,10 +51,28 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cold", type=int, help="cold verifications run at once (100; quick 20)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json", help="JSON results file")
     a = p.parse_args(argv)
-    full = {"n": 3000, "rounds": 7, "redis_requests": 3000, "keys": 1_000_000, "accounts": 100_000,
-            "streams": 1000, "http_seconds": 10, "http_rounds": 3, "cold": 100}
-    quick = {"n": 1000, "rounds": 3, "redis_requests": 500, "keys": 100_000, "accounts": 10_000,
-             "streams": 200, "http_seconds": 2, "http_rounds": 1, "cold": 20}
+    full = {
+        "n": 3000,
+        "rounds": 7,
+        "redis_requests": 3000,
+        "keys": 1_000_000,
+        "accounts": 100_000,
+        "streams": 1000,
+        "http_seconds": 10,
+        "http_rounds": 3,
+        "cold": 100,
+    }
+    quick = {
+        "n": 1000,
+        "rounds": 3,
+        "redis_requests": 500,
+        "keys": 100_000,
+        "accounts": 10_000,
+        "streams": 200,
+        "http_seconds": 2,
+        "http_rounds": 1,
+        "cold": 20,
+    }
     for name, value in (quick if a.quick else full).items():
         if getattr(a, name) is None:
             setattr(a, name, value)
