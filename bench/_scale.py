@@ -4,7 +4,7 @@ in its SQLite file, and with 1 and ``accounts`` active accounts in its limit bac
 
 from __future__ import annotations
 
-import math
+import asyncio
 import sqlite3
 import statistics
 import time
@@ -88,25 +88,21 @@ async def charge_memory(backend: Any, count: int) -> None:
 
 
 async def charge_redis(url: str, count: int, window: float = 60.0, batch: int = 2000) -> None:
-    """Pre-charge ``count`` accounts with keylimit's own scripts, pipelined."""
-    import redis.asyncio as aredis
+    """Pre-charge ``count`` accounts through keylimit's Redis backend: admissions ``batch`` at
+    a time, their settlements batched by the backend itself."""
+    from keylimit.backends.redis import RedisBackend
 
-    from keylimit.backends.redis import ACQUIRE, ADJUST, state_key
-
-    client = aredis.Redis.from_url(url)
-    acquire, adjust = client.register_script(ACQUIRE), client.register_script(ADJUST)
-    ttl = str(math.ceil(2 * window * 1000) + 1000)
-    now = repr(time.time())
+    backend = RedisBackend.from_url(url, window)
+    now = time.time()
     try:
         for start in range(0, count, batch):
-            pipe = client.pipeline(transaction=False)
-            for i in range(start, min(count, start + batch)):
-                key = [state_key(f"acct:filler{i}")]
-                await acquire(keys=key, args=[now, repr(window), ttl, *PRO, *CHARGE, *NEED], client=pipe)
-                await adjust(keys=key, args=[now, repr(window), ttl, *USED], client=pipe)
-            await pipe.execute()
+            names = [f"acct:filler{i}" for i in range(start, min(count, start + batch))]
+            await asyncio.gather(*(backend.acquire(name, PRO, CHARGE, NEED, now) for name in names))
+            for name in names:
+                backend.settle(name, USED, now)
+            await backend.flush()
     finally:
-        await client.aclose()
+        await backend.aclose()
 
 
 async def redis_memory(count: int) -> dict[str, Any]:

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from redis.asyncio.cluster import RedisCluster
 
 REDIS_SCHEMES = ("redis", "rediss", "redis+cluster")
+MAX_CONNECTIONS = 64
+"""Connections per process to one standalone Redis; more commands in flight wait for one."""
 
 
 def redact_url(url: str) -> str:
@@ -47,7 +49,10 @@ def redis_client(url: str, *, timeout: float = 2.0, setting: str = "KEYLIMIT_KEY
     if scheme == "redis+cluster":
         plain = urlunsplit(("redis", parts.netloc, parts.path, parts.query, ""))
         return RedisCluster.from_url(plain, **options)
-    return aredis.Redis.from_url(url, **options)
+    # redis-py's default pool raises once 100 commands are in flight, which a busy server
+    # reaches: that would count as an outage. A blocking pool makes the extra ones wait.
+    pool = aredis.BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=timeout, **options)
+    return aredis.Redis.from_pool(pool)
 
 
 class ClusterGate:

@@ -167,3 +167,15 @@ async def test_a_client_that_decodes_responses_is_refused_at_once(redis_url: str
     with pytest.raises(ValueError, match="must not decode responses"):
         RedisBackend(client, WINDOW)
     await client.aclose()
+
+
+async def test_more_concurrent_admissions_than_connections_wait_their_turn(redis_url: str) -> None:
+    from keylimit._redis import MAX_CONNECTIONS
+
+    backend = RedisBackend.from_url(redis_url, WINDOW)
+    n = 4 * MAX_CONNECTIONS + 50
+    decisions = await asyncio.gather(
+        *(backend.acquire("acct:busy", (100, 10**6, 10**6), ONE, ONE, T0) for _ in range(n))
+    )
+    assert sum(d.allowed for d in decisions) == 100
+    await backend.aclose()
