@@ -11,9 +11,12 @@ from starlette.authentication import AuthCredentials
 
 from ._authenticator import Authenticator
 from ._errors import (
+    AuthThrottled,
     ConfigurationError,
     HTTPError,
     InsufficientScope,
+    InvalidKey,
+    MissingKey,
     ServiceUnavailable,
     StorageUnavailable,
     http_error_for,
@@ -22,11 +25,20 @@ from ._models import Principal, Scope
 from ._responses import close_websocket, send_error
 from ._types import PRINCIPAL_SCOPE_KEY, ASGIApp, Message, Receive, Send
 from ._types import Scope as ASGIScope
+from .metrics import NO_PLAN, Metrics
 from .stores import KeyStore, open_key_store
 
 logger = logging.getLogger("keylimit.auth")
+refusals = logging.getLogger("keylimit.auth.refusals")
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+_REASONS: dict[type[HTTPError], str] = {
+    MissingKey: "missing_key",
+    InvalidKey: "invalid_key",
+    InsufficientScope: "scope",
+    AuthThrottled: "throttled",
+    ServiceUnavailable: "storage",
+}
 
 
 class KeyAuthMiddleware:
@@ -45,9 +57,11 @@ class KeyAuthMiddleware:
         keys: KeyStore | str | None = None,
         open_paths: Iterable[str] = ("/health", "/ping"),
         management_path: str | None = "/v1/accounts",
+        metrics: Metrics | None = None,
         **authenticator_options: Any,
     ) -> None:
         self.app = app
+        self.metrics = metrics
         self._owned_store: KeyStore | None = None
         if authenticator is None:
             if keys is None:
@@ -71,15 +85,46 @@ class KeyAuthMiddleware:
         try:
             principal = await self._authenticate(scope)
         except HTTPError as error:
-            if scope["type"] == "websocket":
-                await close_websocket(send, error)
-            else:
-                await send_error(send, error)
+            await self._refuse(scope, send, error, None)
+            return
+        if not _allows(principal, scope):
+            method = scope.get("method", "WEBSOCKET")
+            granted = ", ".join(sorted(s.value for s in principal.scopes))
+            denied = InsufficientScope(f"This API key's scopes ({granted}) do not allow {method} requests.")
+            await self._refuse(scope, send, denied, principal)
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal
         scope["user"] = principal
         scope["auth"] = _credentials(principal.scopes)
         await self.app(scope, receive, send)
+
+    async def _refuse(self, scope: ASGIScope, send: Send, error: HTTPError, principal: Principal | None) -> None:
+        reason = _REASONS.get(type(error), error.code)
+        account = principal.account_id if principal is not None else None
+        key_id = principal.key_id if principal is not None else None
+        plan = principal.plan if principal is not None else NO_PLAN
+        if self.metrics is not None:
+            self.metrics.refused(reason, plan, account)
+        client = scope.get("client")
+        refusals.info(
+            "refused %s: %s (account=%s key=%s)",  # no path: a client may put anything in it
+            scope.get("method", "WEBSOCKET"),
+            reason,
+            account or "-",
+            key_id or "-",
+            extra={
+                "account": account,
+                "key_id": key_id,
+                "reason": reason,
+                "limit": None,
+                "status": error.status,
+                "client": client[0] if client else None,
+            },
+        )
+        if scope["type"] == "websocket":
+            await close_websocket(send, error)
+        else:
+            await send_error(send, error)
 
     def _passes(self, scope: ASGIScope) -> bool:
         path: str = scope["path"]
@@ -93,7 +138,7 @@ class KeyAuthMiddleware:
         return False
 
     async def _authenticate(self, scope: ASGIScope) -> Principal:
-        """The principal, or an ``HTTPError`` to answer with; nothing else escapes."""
+        """The principal, or an ``HTTPError`` to answer with; nothing else escapes. Scopes are checked by the caller."""
         values = [value for name, value in scope["headers"] if name == b"authorization"]
         header = b", ".join(values) if values else None  # two headers make one invalid key
         client = scope.get("client")
@@ -106,10 +151,6 @@ class KeyAuthMiddleware:
         except Exception:
             logger.exception("authentication failed unexpectedly")
             raise ServiceUnavailable("Authentication is unavailable. Try again shortly.", retry_after=1.0) from None
-        if not _allows(principal, scope):
-            method = scope.get("method", "WEBSOCKET")
-            granted = ", ".join(sorted(s.value for s in principal.scopes))
-            raise InsufficientScope(f"This API key's scopes ({granted}) do not allow {method} requests.")
         return principal
 
     def _lifespan_receive(self, receive: Receive) -> Receive:

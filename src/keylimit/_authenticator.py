@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from ._cache import VerifiedCache
 from ._clock import Clock, system_clock
@@ -34,9 +35,11 @@ from ._keys import KeyFormat, ParsedKey
 from ._models import Account, KeyRecord, Principal
 from ._plans import Plans
 from ._throttle import FailureThrottle
+from .metrics import Metrics
 from .stores import KeyStore, StoreEvent
 
 logger = logging.getLogger("keylimit.auth")
+T = TypeVar("T")
 
 MAX_HEADER = 256
 """Longer ``Authorization`` headers are refused unread (a key is about 60 bytes)."""
@@ -77,6 +80,7 @@ class Authenticator:
         verify_concurrency: int = 2,
         failures_per_minute: int = 30,
         last_used_interval: float = 60.0,
+        metrics: Metrics | None = None,
     ) -> None:
         if verify_concurrency < 1:
             raise ValueError("verify_concurrency must be at least 1")
@@ -86,6 +90,7 @@ class Authenticator:
         self.plans = plans or Plans()
         self.clock = clock
         self.last_used_interval = last_used_interval
+        self.metrics = metrics
         self._cache = VerifiedCache(ttl=cache_ttl, size=cache_size, clock=clock)
         self._throttle = FailureThrottle(failures_per_minute, clock=clock)
         self.verify_concurrency = verify_concurrency
@@ -158,6 +163,8 @@ class Authenticator:
             digest = self._cache.digest(authorization)
             entry = self._cache.get(digest)
             if entry is not None and now < entry.usable_until:
+                if self.metrics is not None:
+                    self.metrics.cache_hit()
                 self._used(entry.record.kid, now)
                 return entry.principal
         try:
@@ -209,10 +216,12 @@ class Authenticator:
     def _store_failed(self, exc: KeyStoreUnavailable) -> None:
         if not self._store_down:
             self._store_down = True
+            error = type(exc.__cause__ or exc).__name__
             logger.warning(
                 "the key store is unavailable (%s): keys verified before keep working from the cache, "
                 "keys not seen before get 503",
-                type(exc.__cause__ or exc).__name__,
+                error,
+                extra={"storage": "keys", "state": "down", "reason": error},
             )
 
     def _refuse_if_throttled(self, client: str | None) -> None:
@@ -248,18 +257,21 @@ class Authenticator:
 
     async def _verify(self, parsed: ParsedKey, digest: bytes, known: KeyRecord | None) -> Principal | None:
         epoch = self._cache.epoch
-        record = await self.store.get_key(parsed.kid)
+        record = await self._timed(self.store.get_key(parsed.kid))
         if self._store_down:
             self._store_down = False
-            logger.info("the key store answers again")
+            logger.info("the key store answers again", extra={"storage": "keys", "state": "up"})
         if record is None or record.key_type is not parsed.key_type or not record.is_usable(self.clock()):
             return None
         if known is None or not hmac.compare_digest(known.hash, record.hash):
             async with self._verify_slots:
                 ok = await asyncio.to_thread(self.hasher.verify, record.hash, parsed.token)
+            if self.metrics is not None:
+                self.metrics.verification()
             if not ok:
                 return None
-        account = await self.store.get_account(record.account_id) or Account(record.account_id, self.plans.default)
+        stored = await self._timed(self.store.get_account(record.account_id))
+        account = stored or Account(record.account_id, self.plans.default)
         principal = Principal(
             key_id=record.id,
             account_id=record.account_id,
@@ -275,6 +287,19 @@ class Authenticator:
         self._cache.put(digest, record, principal, epoch)
         logger.debug("verified %s of account %s", record.id, record.account_id)
         return principal
+
+    async def _timed(self, call: Coroutine[Any, Any, T]) -> T:
+        metrics = self.metrics
+        if metrics is None:
+            return await call
+        start = time.perf_counter()
+        try:
+            return await call
+        except Exception:
+            metrics.storage_error("keys")
+            raise
+        finally:
+            metrics.storage_call("keys", time.perf_counter() - start)
 
     # -- background writes -------------------------------------------------------------------
 

@@ -80,6 +80,8 @@ class Config:
     management: bool = True  # KEYLIMIT_MANAGEMENT: serve the management API inside Protect
     management_path: str = "/v1/accounts"  # KEYLIMIT_MANAGEMENT_PATH
     redis_timeout: float = 2.0  # KEYLIMIT_REDIS_TIMEOUT (seconds per Redis command)
+    metrics_path: str | None = None  # KEYLIMIT_METRICS_PATH: serve Prometheus metrics there (None: off)
+    metrics_accounts: bool = False  # KEYLIMIT_METRICS_ACCOUNTS: label metrics by account too
     clock: Clock = field(default=system_clock, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -354,6 +356,12 @@ def _mount_path(value: object, var: str) -> str:
     return path
 
 
+def _optional_path(value: object, var: str) -> str | None:
+    if value is None or value == "":
+        return None
+    return _mount_path(value, var)
+
+
 def _paths(value: object, var: str) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, Sequence) or isinstance(items, str):
@@ -385,6 +393,8 @@ _CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
     "management": _boolean,
     "management_path": _mount_path,
     "redis_timeout": _number,
+    "metrics_path": _optional_path,
+    "metrics_accounts": _boolean,
 }
 _NOT_FROM_ENV = frozenset({"plans", "argon2", "clock"})
 _EMPTY_IS_NONE = frozenset({"admin_token", "token_counter", "open_paths"})

@@ -25,6 +25,7 @@ from .backends import LimitBackend
 from .backends.guarded import GuardedBackend
 from .backends.memory import MemoryBackend
 from .management import management_app
+from .metrics import Metrics
 from .stores import KeyStore
 
 logger = logging.getLogger("keylimit")
@@ -54,6 +55,14 @@ class Protect:
         self.store: KeyStore = _runtime.key_store(config)
         self.limits: LimitBackend = guarded(_runtime.limit_backend(config), config)
         self.authenticator: Authenticator = _runtime.authenticator(config, self.store)
+        self.metrics: Metrics | None = None
+        if config.metrics_path is not None:
+            self.metrics = metrics = Metrics(accounts=config.metrics_accounts)
+            self.authenticator.metrics = metrics
+            guard = self.limits
+            if isinstance(guard, GuardedBackend):
+                guard.metrics = metrics
+                metrics.watch_degraded(lambda: guard.degraded)
         limited = RateLimitMiddleware(
             app,
             limits=self.limits,
@@ -67,12 +76,14 @@ class Protect:
             ietf_headers=config.ietf_headers,
             open_paths=config.open_paths,
             management_path=config.management_path,
+            metrics=self.metrics,
         )
         self.app = KeyAuthMiddleware(
             limited,
             authenticator=self.authenticator,
             open_paths=config.open_paths,
             management_path=config.management_path,
+            metrics=self.metrics,
         )
         self.management: ASGIApp | None = None
         if config.management:
@@ -90,7 +101,9 @@ class Protect:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
-        if scope_type == "http" and self.management is not None and self._is_management(scope["path"]):
+        if scope_type == "http" and self.metrics is not None and scope["path"] == self.config.metrics_path:
+            await self._serve_metrics(send, self.metrics)
+        elif scope_type == "http" and self.management is not None and self._is_management(scope["path"]):
             if not self._started:
                 # Store events (revocations from other processes) must reach the cache even
                 # when the first requests are management ones.
@@ -101,6 +114,12 @@ class Protect:
             await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    async def _serve_metrics(self, send: Send, metrics: Metrics) -> None:
+        body, content_type = metrics.exposition()
+        headers = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     def _is_management(self, path: str) -> bool:
         prefix = self._management_prefix

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from ._clock import Clock, system_clock
@@ -24,6 +25,7 @@ from ._tokens import EstimatingTokenCounter, TokenCounter
 from ._types import PRINCIPAL_SCOPE_KEY, ASGIApp, Message, Receive, Scope, Send
 from ._usage import Tap, TokenRequest, inspect_request, is_json, tap_for, token_count
 from .backends import DIMENSIONS, Decision, LimitBackend, Vector, open_limit_backend
+from .metrics import Metrics
 
 logger = logging.getLogger("keylimit.limits")
 
@@ -67,6 +69,7 @@ class RateLimitMiddleware:
         ietf_headers: bool = False,
         open_paths: Sequence[str] = ("/health", "/ping"),
         management_path: str = "/v1/accounts",
+        metrics: Metrics | None = None,
     ) -> None:
         if max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be positive")
@@ -83,6 +86,7 @@ class RateLimitMiddleware:
         self.body_timeout = body_timeout
         self.reserve_max_tokens = reserve_max_tokens
         self.ietf_headers = ietf_headers
+        self.metrics = metrics
         # As KeyAuthMiddleware: open paths match exactly, the management path as a prefix.
         management = management_path.rstrip("/")
         self._exempt_exact = frozenset((*open_paths, management)) if management else frozenset(open_paths)
@@ -137,28 +141,40 @@ class RateLimitMiddleware:
             need = (1, request.prompt_tokens, max(1, reserved) if request.generates else 0)
 
         now = self.clock()
+        metrics = self.metrics
+        account = principal.account_id if principal is not None else None
+        started = time.perf_counter() if metrics is not None else 0.0
         try:
             decision = await self.backend.acquire(key, limits, charge, need, now)
-        except LimitStorageUnavailable as exc:
-            await send_error(send, http_error_for(exc))
+        except Exception as exc:
+            if not isinstance(exc, LimitStorageUnavailable):
+                logger.exception("rate limit storage failed on %s", key)
+            if metrics is not None:  # storage errors are counted where the call failed (GuardedBackend)
+                metrics.refused("storage", plan, account)
+            self._log_refusal(key, principal, "storage", None)
+            unavailable = exc if isinstance(exc, LimitStorageUnavailable) else LimitStorageUnavailable()
+            await send_error(send, http_error_for(unavailable))
             return
-        except Exception:
-            logger.exception("rate limit storage failed on %s", key)
-            await send_error(send, http_error_for(LimitStorageUnavailable()))
-            return
+        if metrics is not None:
+            metrics.storage_call("limits", time.perf_counter() - started)
 
         headers = rate_limit_headers(decision, now, ietf=self.ietf_headers)
         if not decision.allowed:
-            self._log_refusal(key, principal, decision)
+            d = decision.exceeded or 0
+            if metrics is not None:
+                metrics.refused(DIMENSIONS[d], plan, account)
+            self._log_refusal(key, principal, DIMENSIONS[d], decision.limits[d], decision.window)
             await send_error(send, _rate_limited(decision, plan), headers)
             return
         if refused is not None:
             await send_error(send, refused, headers)
             return
+        if metrics is not None:
+            metrics.admitted(plan, account)
         if request is None:
             await self.app(scope, receive, _with_headers(send, headers))
             return
-        await self._forward(scope, receive, send, headers, key, request, charge)
+        await self._forward(scope, receive, send, headers, key, request, charge, (plan, account))
 
     async def _forward(
         self,
@@ -169,6 +185,7 @@ class RateLimitMiddleware:
         key: str,
         request: TokenRequest,
         charge: Vector,
+        who: tuple[str, str | None],
     ) -> None:
         tap: Tap | None = None
 
@@ -211,9 +228,11 @@ class RateLimitMiddleware:
         try:
             await self.app(scope, receive, send_reading)
         finally:
-            self._settle(key, request, charge, tap)
+            self._settle(key, request, charge, tap, who)
 
-    def _settle(self, key: str, request: TokenRequest, charge: Vector, tap: Tap | None) -> None:
+    def _settle(
+        self, key: str, request: TokenRequest, charge: Vector, tap: Tap | None, who: tuple[str, str | None]
+    ) -> None:
         """Charge what the response used, once, whatever way it ended; never raises.
 
         Synchronous (the backend applies it at once or batches it), so that it also runs
@@ -223,6 +242,9 @@ class RateLimitMiddleware:
             delta = self._delta(request, charge, tap)
             if delta != _NOTHING:
                 self.backend.settle(key, delta, self.clock())
+            if self.metrics is not None:
+                self.metrics.charged("prompt_tokens", charge[1] + delta[1], *who)
+                self.metrics.charged("completion_tokens", charge[2] + delta[2], *who)
         except Exception:
             logger.exception("could not settle a response on %s", key)
 
@@ -240,16 +262,23 @@ class RateLimitMiddleware:
             used = 0
         return (0, prompt_delta, used - charge[2])
 
-    def _log_refusal(self, key: str, principal: Principal | None, decision: Decision) -> None:
-        dimension = DIMENSIONS[decision.exceeded or 0]
-        logger.info(
-            "rate limited %s key=%s limit=%s %d/%ds",
-            key,
-            principal.key_id if principal is not None else "-",
-            dimension,
-            decision.limits[decision.exceeded or 0],
-            decision.window,
-        )
+    def _log_refusal(
+        self, key: str, principal: Principal | None, reason: str, limit: int | None, window: float = 0.0
+    ) -> None:
+        key_id = principal.key_id if principal is not None else None
+        extra = {
+            "account": principal.account_id if principal is not None else None,
+            "key_id": key_id,
+            "reason": reason,
+            "limit": limit,
+            "identity": key,
+        }
+        if limit is None:
+            logger.info("refused %s key=%s: rate limit storage unavailable", key, key_id or "-", extra=extra)
+        else:
+            logger.info(
+                "rate limited %s key=%s limit=%s %d/%ds", key, key_id or "-", reason, limit, window, extra=extra
+            )
 
 
 def _rate_limited(decision: Decision, plan: str) -> RateLimited:

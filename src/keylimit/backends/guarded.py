@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .._clock import Clock, system_clock
 from .._errors import ConfigurationError, LimitStorageUnavailable
 from . import _window
 from ._base import Decision, LimitBackend, Vector
 from .memory import MemoryBackend
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 Policy = Literal["fallback", "open", "closed"]
 POLICIES: tuple[Policy, ...] = ("fallback", "open", "closed")
@@ -62,6 +65,7 @@ class GuardedBackend:
         self._gap = FIRST_PROBE
         self._next_probe = 0.0
         self._probe_task: asyncio.Task[bool] | None = None
+        self.metrics: Metrics | None = None
 
     def __repr__(self) -> str:
         return f"GuardedBackend({self._primary!r}, policy={self.policy!r})"
@@ -122,6 +126,8 @@ class GuardedBackend:
             try:
                 return await call(self._primary)
             except Exception as exc:
+                if self.metrics is not None:
+                    self.metrics.storage_error("limits")
                 self._outage(exc)
         else:
             self._probe_if_due()
@@ -149,6 +155,7 @@ class GuardedBackend:
             self._where,
             reason,
             _WHILE_DOWN[self.policy],
+            extra={"storage": "limits", "state": "down", "reason": reason, "policy": self.policy},
         )
 
     def _probe_if_due(self) -> None:
@@ -172,7 +179,12 @@ class GuardedBackend:
             return False
         down_for = self._clock() - self._down_since
         self._down_since = None
-        logger.info("rate limit storage %s answers again after %.0fs; using it again", self._where, down_for)
+        logger.info(
+            "rate limit storage %s answers again after %.0fs; using it again",
+            self._where,
+            down_for,
+            extra={"storage": "limits", "state": "up", "down_for": down_for},
+        )
         return True
 
     async def join_probe(self) -> None:
