@@ -4,6 +4,7 @@
     GET    {path}/{account_id}/apiKeys            list keys (never a key, only its display hint)
     DELETE {path}/{account_id}/apiKeys/{key_id}   revoke (idempotent) → {"id", "status": "revoked"}
     GET    {path}/{account_id}                    the account's plan and effective limits
+    GET    {path}/{account_id}/usage              use of each limit in the current window (with ``limits``)
     PUT    {path}/{account_id}                    set the plan (and own limits); admin session only
     GET    {path}/openapi.json                    the OpenAPI description of all of the above
 
@@ -12,6 +13,10 @@ URLs; pass ``path=""`` to ``Mount("/v1/accounts", ...)`` it instead. A request i
 ``Authorization: Bearer <session token>`` that the ``SessionVerifier`` accepts for that
 account (by default: the admin token), or by a ``full``-scope key of that same account.
 A key of another account gets 404, as if the account had no such keys.
+
+Given the rate limit backend (``limits=``), the app also reports usage, read with the
+backend's ``peek`` (nothing is charged); given ``dashboard_path``, it serves the keys
+dashboard page (``keylimit.dashboard``) there, which calls the endpoints above.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ._clock import Clock, system_clock
 from ._config import Config
 from ._errors import (
     BadRequest,
@@ -43,7 +49,8 @@ from ._errors import (
     http_error_for,
 )
 from ._manager import KeyManager
-from ._models import Account, KeyRecord, KeyType, Limits, Principal, Scope
+from ._models import Account, KeyRecord, KeyType, Limits, Principal, Scope, iso8601
+from .backends import Decision, LimitBackend
 
 Authenticate = Callable[[bytes | None, str | None], Awaitable[Principal]]
 """``(Authorization header, client address) → Principal``; raises MissingKey, InvalidKey, …"""
@@ -99,6 +106,21 @@ def account_json(manager: KeyManager, account: Account) -> dict[str, Any]:
         "plan": account.plan,
         "limits": dict(zip(LIMIT_FIELDS, limits.as_tuple(), strict=True)),
         "custom_limits": account.limits is not None,
+    }
+
+
+def usage_json(account: Account, decision: Decision) -> dict[str, Any]:
+    """Where the account stands in the current window: weighted use, what is left, when it resets."""
+    return {
+        "id": account.id,
+        "object": "usage",
+        "plan": account.plan,
+        "window_seconds": decision.window,
+        "reset_at": iso8601(decision.reset_at),
+        "limits": dict(zip(LIMIT_FIELDS, decision.limits, strict=True)),
+        "used": {name: math.ceil(used) for name, used in zip(LIMIT_FIELDS, decision.used, strict=True)},
+        "remaining": dict(zip(LIMIT_FIELDS, decision.remaining, strict=True)),
+        "known": not decision.unknown,
     }
 
 
@@ -176,8 +198,16 @@ def management_app(
     session_verifier: SessionVerifier | None = None,
     admin_token: str | None = None,
     path: str = "/v1/accounts",
+    limits: LimitBackend | None = None,
+    clock: Clock | None = None,
+    dashboard_path: str | None = None,
 ) -> Starlette:
-    """The management endpoints at ``path``; see the module docstring."""
+    """The management endpoints at ``path``; see the module docstring.
+
+    ``limits`` (the backend the rate limit middleware charges) adds ``GET …/{account_id}/usage``;
+    ``clock`` is its time source (default: the system clock). ``dashboard_path`` serves the
+    keys dashboard there.
+    """
     verifier = session_verifier if session_verifier is not None else AdminTokenVerifier(admin_token)
     path = path.rstrip("/")
 
@@ -244,7 +274,7 @@ def management_app(
         account = await manager.set_plan(account_id, _str_field(body, "plan"), parse_limits(body.get("limits")))
         return _json(account_json(manager, account))
 
-    schema = openapi_schema(path)
+    schema = openapi_schema(path, usage=limits is not None)
 
     async def openapi(request: Request) -> Response:
         return _json(schema)
@@ -257,6 +287,22 @@ def management_app(
         Route(f"{path}/{{account_id}}", _answers(get_account), methods=["GET"]),
         Route(f"{path}/{{account_id}}", _answers(set_plan), methods=["PUT"]),
     ]
+    if limits is not None:
+        backend, now = limits, clock or system_clock
+
+        async def get_usage(request: Request) -> Response:
+            account_id = request.path_params["account_id"]
+            await authorize(request, account_id)
+            account = await manager.get_account(account_id)
+            # The rate limit middleware counts an account under this identity.
+            decision = await backend.peek(f"acct:{account.id}", manager.limits_of(account).as_tuple(), now())
+            return _json(usage_json(account, decision))
+
+        routes.append(Route(f"{path}/{{account_id}}/usage", _answers(get_usage), methods=["GET"]))
+    if dashboard_path is not None:
+        from .dashboard import dashboard_routes
+
+        routes += dashboard_routes(dashboard_path, api_path=path)
     return Starlette(routes=routes, exception_handlers={HTTPException: _starlette_error})
 
 
@@ -440,6 +486,20 @@ _SCHEMAS: dict[str, Any] = {
             "custom_limits": {"type": "boolean"},
         },
     },
+    "Usage": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "enum": ["usage"]},
+            "plan": {"type": "string"},
+            "window_seconds": {"type": "number"},
+            "reset_at": {**_TIME, "description": "When the current (clock-aligned) window ends"},
+            "limits": _LIMITS,
+            "used": {**_LIMITS, "description": "Sliding-window use: this window plus the overlapping part of the last"},
+            "remaining": _LIMITS,
+            "known": {"type": "boolean", "description": "False while limit storage is down and nothing is counted"},
+        },
+    },
     "SetPlan": {
         "type": "object",
         "required": ["plan"],
@@ -460,10 +520,45 @@ def _operation(summary: str, ok: tuple[str, str, str], errors: str, body: str | 
     return operation
 
 
-def openapi_schema(path: str) -> dict[str, Any]:
+def openapi_schema(path: str, *, usage: bool = False) -> dict[str, Any]:
     account = {"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}}
     key = {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
     keys_errors = "400 401 403 404 429 503"
+    paths: dict[str, Any] = {
+        f"{path}/{{account_id}}/apiKeys": {
+            "parameters": [account],
+            "post": _operation(
+                "Create a key (the key is in this answer only)",
+                ("201", "The new key", "CreatedKey"),
+                f"{keys_errors} 413",
+                "CreateKey",
+            ),
+            "get": _operation("List the account's keys", ("200", "The keys, without secrets", "KeyList"), keys_errors),
+        },
+        f"{path}/{{account_id}}/apiKeys/{{key_id}}": {
+            "parameters": [account, key],
+            "delete": _operation("Revoke a key (idempotent)", ("200", "Revoked", "Revoked"), keys_errors),
+        },
+        f"{path}/{{account_id}}": {
+            "parameters": [account],
+            "get": _operation("The account's plan and limits", ("200", "The account", "Account"), keys_errors),
+            "put": _operation(
+                "Set the account's plan (admin session only)",
+                ("200", "The account", "Account"),
+                f"{keys_errors} 413",
+                "SetPlan",
+            ),
+        },
+    }
+    if usage:
+        paths[f"{path}/{{account_id}}/usage"] = {
+            "parameters": [account],
+            "get": _operation(
+                "Use of each limit in the current window (read only; charges nothing)",
+                ("200", "The account's usage", "Usage"),
+                keys_errors,
+            ),
+        }
     return {
         "openapi": "3.0.3",
         "info": {"title": "keylimit key management", "version": "1"},
@@ -478,32 +573,5 @@ def openapi_schema(path: str) -> dict[str, Any]:
             },
         },
         "security": [{"bearer": []}],
-        "paths": {
-            f"{path}/{{account_id}}/apiKeys": {
-                "parameters": [account],
-                "post": _operation(
-                    "Create a key (the key is in this answer only)",
-                    ("201", "The new key", "CreatedKey"),
-                    f"{keys_errors} 413",
-                    "CreateKey",
-                ),
-                "get": _operation(
-                    "List the account's keys", ("200", "The keys, without secrets", "KeyList"), keys_errors
-                ),
-            },
-            f"{path}/{{account_id}}/apiKeys/{{key_id}}": {
-                "parameters": [account, key],
-                "delete": _operation("Revoke a key (idempotent)", ("200", "Revoked", "Revoked"), keys_errors),
-            },
-            f"{path}/{{account_id}}": {
-                "parameters": [account],
-                "get": _operation("The account's plan and limits", ("200", "The account", "Account"), keys_errors),
-                "put": _operation(
-                    "Set the account's plan (admin session only)",
-                    ("200", "The account", "Account"),
-                    f"{keys_errors} 413",
-                    "SetPlan",
-                ),
-            },
-        },
+        "paths": paths,
     }

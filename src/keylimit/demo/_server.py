@@ -4,6 +4,8 @@ GET  /                              this index (open)
 GET  /health                        open
 *    /inference/v1/…                the demo model (models, chat/completions, completions, embeddings)
 *    /v1/accounts/…                 key management (Protect serves it at ``management_path``)
+GET  /v1/accounts/{id}/usage        an account's usage (read from the limits Protect charges)
+GET  /dashboard/keys                the keys dashboard (sign in with the admin token)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .._protect import Protect
 from .._redis import redact_url
 from .._runtime import key_manager
 from .._types import ASGIApp, Receive, Scope, Send
+from ..management import management_app
 from ._app import _http_exception, demo_model_app
 from ._requests import MODEL_ID
 
@@ -31,6 +34,7 @@ INFERENCE_PATH = "/inference/v1"
 DEMO_ACCOUNT = "demo"
 DEMO_KEY_NAME = "demo"
 DEFAULT_TOKEN_DELAY = 0.02
+DASHBOARD_PATH = "/dashboard/keys"
 
 
 def demo_config(config: Config | None = None) -> Config:
@@ -58,7 +62,9 @@ def demo_server_app(config: Config, *, token_delay: float = DEFAULT_TOKEN_DELAY)
         f"GET {management}/{{account_id}}/apiKeys": "list keys",
         f"DELETE {management}/{{account_id}}/apiKeys/{{key_id}}": "revoke a key",
         f"GET {management}/{{account_id}}": "an account's plan and limits",
+        f"GET {management}/{{account_id}}/usage": "an account's use of each limit in this window",
         f"PUT {management}/{{account_id}}": "set an account's plan (admin token only)",
+        f"GET {DASHBOARD_PATH}": "the keys dashboard (open page; sign in with the admin token)",
     }
     index = JSONResponse(
         {
@@ -80,10 +86,30 @@ def demo_server_app(config: Config, *, token_delay: float = DEFAULT_TOKEN_DELAY)
         exception_handlers={HTTPException: _http_exception},
     )
     protected = Protect(app, config)
+    # The dashboard and the usage endpoint: a second management app over Protect's own
+    # store, authenticator and limits, so that it sees what Protect charges.
+    console = management_app(
+        manager=key_manager(config, protected.store),
+        authenticate=protected.authenticator.authenticate,
+        admin_token=config.admin_token,
+        path=management,
+        limits=protected.limits,
+        clock=config.clock,
+        dashboard_path=DASHBOARD_PATH,
+    )
+    usage_prefix = management.rstrip("/") + "/"
+
+    def for_console(path: str) -> bool:
+        if path == DASHBOARD_PATH or path.startswith(DASHBOARD_PATH + "/"):
+            return True
+        account, _, rest = path.removeprefix(usage_prefix).partition("/")
+        return path.startswith(usage_prefix) and bool(account) and rest == "usage"
 
     async def server(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/" and scope["method"] in ("GET", "HEAD"):
             await index(scope, receive, send)
+        elif scope["type"] == "http" and config.management and for_console(scope["path"]):
+            await console(scope, receive, send)
         else:
             await protected(scope, receive, send)
 
@@ -155,5 +181,7 @@ def banner(key: DemoKey, config: Config, *, host: str, port: int, admin_token_ge
             f"    curl {base}{config.management_path}/{DEMO_ACCOUNT}/apiKeys "
             '-H "Authorization: Bearer $KEYLIMIT_ADMIN_TOKEN"',
         ]
+    if config.management:
+        lines += ["", f"Keys dashboard: {base}{DASHBOARD_PATH}  (sign in with the admin token)"]
     lines += ["", "Ctrl-C stops the server.", ""]
     return "\n".join(lines)
