@@ -29,6 +29,12 @@ from .metrics import Metrics
 
 logger = logging.getLogger("keylimit.limits")
 
+
+def account_identity(account_id: str) -> str:
+    """The limiter's identity for an account: every key of the account shares its counters."""
+    return f"acct:{account_id}"
+
+
 _NOTHING: Vector = (0, 0, 0)
 _ONE_REQUEST: Vector = (1, 0, 0)
 _DIMENSION_WORDS = {"requests": "requests", "prompt_tokens": "prompt tokens", "completion_tokens": "completion tokens"}
@@ -107,7 +113,7 @@ class RateLimitMiddleware:
             return
         principal: Principal | None = scope.get(PRINCIPAL_SCOPE_KEY)
         if principal is not None:
-            key = f"acct:{principal.account_id}"
+            key = account_identity(principal.account_id)
             plan = principal.plan
             limits = self.plans.resolve(plan, principal.limits).as_tuple()
         else:

@@ -50,6 +50,7 @@ from ._errors import (
 )
 from ._manager import KeyManager
 from ._models import Account, KeyRecord, KeyType, Limits, Principal, Scope, iso8601
+from ._ratelimit import account_identity
 from .backends import Decision, LimitBackend
 
 Authenticate = Callable[[bytes | None, str | None], Awaitable[Principal]]
@@ -295,7 +296,7 @@ def management_app(
             await authorize(request, account_id)
             account = await manager.get_account(account_id)
             # The rate limit middleware counts an account under this identity.
-            decision = await backend.peek(f"acct:{account.id}", manager.limits_of(account).as_tuple(), now())
+            decision = await backend.peek(account_identity(account.id), manager.limits_of(account).as_tuple(), now())
             return _json(usage_json(account, decision))
 
         routes.append(Route(f"{path}/{{account_id}}/usage", _answers(get_usage), methods=["GET"]))
