@@ -91,6 +91,21 @@ def _dechunk(data: bytes) -> bytes:
     return bytes(out)
 
 
+async def _until_closed(reader: asyncio.StreamReader) -> bytes:
+    """Everything up to the server's close. A server that refuses a request it has not read to
+    the end closes with unread input, which the kernel turns into a reset: keep what came first."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = await reader.read(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_response(reader: asyncio.StreamReader) -> RawResponse:
     """One whole response (the server closes, or Content-Length says where it ends); 10 s guard."""
 
@@ -100,7 +115,7 @@ async def read_response(reader: asyncio.StreamReader) -> RawResponse:
             (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
             None,
         )
-        rest = await (reader.readexactly(length) if length is not None else reader.read())
+        rest = await (reader.readexactly(length) if length is not None else _until_closed(reader))
         return head + rest
 
     return RawResponse(await asyncio.wait_for(read(), 10))
