@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
 
 from ._clock import Clock, system_clock
+from ._deadline import DeadlineExceeded, Deadlines
 from ._errors import (
     HTTPError,
     LimitStorageUnavailable,
@@ -90,6 +90,7 @@ class RateLimitMiddleware:
         self.counter = token_counter or EstimatingTokenCounter()
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
+        self._deadlines = Deadlines(body_timeout) if body_timeout is not None else None
         self.reserve_max_tokens = reserve_max_tokens
         self.ietf_headers = ietf_headers
         self.metrics = metrics
@@ -128,7 +129,7 @@ class RateLimitMiddleware:
         refused: HTTPError | None = None  # a body too large or too slow, answered after counting
         if scope["method"] == "POST" and _json_body(scope):
             try:
-                body = await _read_body(scope, receive, self.max_body_bytes, self.body_timeout)
+                body = await _read_body(scope, receive, self.max_body_bytes, self._deadlines)
             except (RequestTooLarge, RequestTimeout) as exc:
                 refused = exc
             else:
@@ -326,22 +327,21 @@ def _json_body(scope: Scope) -> bool:
     return True  # no content type: servers such as FastAPI read the body as JSON
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int, time_limit: float | None) -> bytes | None:
+async def _read_body(scope: Scope, receive: Receive, limit: int, deadlines: Deadlines | None) -> bytes | None:
     """The whole body, or None if the client disconnected; ``RequestTooLarge`` past ``limit``
-    bytes, ``RequestTimeout`` when it has not all arrived after ``time_limit`` seconds."""
+    bytes, ``RequestTimeout`` when it has not all arrived within the deadlines' limit."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             if value.isdigit() and int(value) > limit:
                 raise _too_large(limit)
             break
-    if time_limit is None:
+    if deadlines is None:
         return await _receive_body(receive, limit)
     # A total deadline, not one per chunk: a client trickling a byte at a time is bounded too.
     try:
-        async with asyncio.timeout(time_limit):
-            return await _receive_body(receive, limit)
-    except TimeoutError:
-        raise RequestTimeout(f"The request body did not arrive within {time_limit:g} seconds.") from None
+        return await deadlines.run(_receive_body(receive, limit))
+    except DeadlineExceeded:
+        raise RequestTimeout(f"The request body did not arrive within {deadlines.limit:g} seconds.") from None
 
 
 async def _receive_body(receive: Receive, limit: int) -> bytes | None:

@@ -1,0 +1,92 @@
+"""Deadlines for reading request bodies, kept by one timer for all requests in flight.
+
+``asyncio.timeout`` costs a few microseconds per use (a context object, a timer handle
+scheduled and cancelled): more than the rest of reading a small body. Every body read of
+one middleware has the same time limit, so the deadlines of the reads in flight are in
+the order they began: a dict in insertion order is their queue, and one timer, set for
+the oldest, is all they need. A read that ends leaves the queue; the timer, when it
+fires, cancels the reads that are late and sets itself for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class DeadlineExceeded(Exception):
+    """The awaited read did not finish within the time limit."""
+
+
+class Deadlines:
+    """``await deadlines.run(awaitable)``: its result, or ``DeadlineExceeded`` after ``limit`` seconds.
+
+    Cancelling the task for a late read is told apart from any other cancellation as
+    ``asyncio.timeout`` does it (``Task.uncancel``), so an outside cancellation still
+    propagates. State belongs to the running loop; on another loop it starts afresh.
+    """
+
+    __slots__ = ("_late", "_loop", "_queue", "_timer", "limit")
+
+    def __init__(self, limit: float) -> None:
+        if not limit > 0:
+            raise ValueError("limit must be positive")
+        self.limit = limit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: dict[asyncio.Task[object], float] = {}
+        self._late: set[asyncio.Task[object]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        """Reads in flight."""
+        return len(self._queue)
+
+    async def run(self, awaitable: Awaitable[T]) -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        if task is None:  # pragma: no cover - only outside a task, which ASGI servers never do
+            async with asyncio.timeout(self.limit):
+                return await awaitable
+        if loop is not self._loop:
+            self._reset(loop)
+        deadline = loop.time() + self.limit
+        queue = self._queue
+        queue[task] = deadline
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if task in self._late:
+                self._late.discard(task)
+                if task.uncancel() == 0:
+                    raise DeadlineExceeded from None
+            raise
+        finally:
+            queue.pop(task, None)
+            self._late.discard(task)
+
+    def _reset(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._loop, self._queue, self._late, self._timer = loop, {}, set(), None
+
+    def _expire(self) -> None:
+        self._timer = None
+        loop = self._loop
+        if loop is None:  # pragma: no cover - the timer exists only after _reset
+            return
+        now = loop.time()
+        queue = self._queue
+        while queue:
+            task, deadline = next(iter(queue.items()))
+            if deadline > now:
+                self._timer = loop.call_at(deadline, self._expire)
+                return
+            del queue[task]
+            if not task.done():
+                self._late.add(task)
+                task.cancel()
