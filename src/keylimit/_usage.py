@@ -17,6 +17,7 @@ import logging
 import re
 from typing import Any, NamedTuple
 
+from . import _json
 from ._tokens import TokenCounter
 
 logger = logging.getLogger("keylimit.limits")
@@ -25,6 +26,8 @@ MAX_RESERVE = 1 << 53
 JSON_COPY_BYTES = 4 * 1024 * 1024
 """A JSON response body is parsed whole up to this size; past it, ``usage`` is read from its tail."""
 JSON_TAIL_BYTES = 64 * 1024
+JSON_PARSE_BYTES = 4 * 1024
+"""A JSON response body up to this size is parsed for ``usage``; a larger one is searched for it."""
 MAX_EVENT_BYTES = 1024 * 1024
 """An SSE event longer than this is passed on unread (and the tap stops reading the stream)."""
 
@@ -46,21 +49,12 @@ class TokenRequest(NamedTuple):
     """We added ``stream_options.include_usage``: strip usage from the stream."""
 
 
-_decode_json = json.JSONDecoder().decode
-
-
 def inspect_request(raw: bytes, counter: TokenCounter) -> TokenRequest | None:
     """Read a JSON request body; None when it is not a token-bearing JSON object."""
     try:
-        # Plain UTF-8 text, the common case, parses in two thirds of the time of
-        # ``json.loads(raw)``; anything else (a BOM, UTF-16, lone surrogates, bad JSON)
-        # gets ``json.loads(raw)`` itself, so both accept exactly the same bodies.
-        body = _decode_json(raw.decode())
-    except (ValueError, RecursionError):
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):  # bad JSON or UTF-8, huge ints, deep nesting
-            return None
+        body = _json.loads(raw)
+    except (ValueError, RecursionError):  # bad JSON or UTF-8, huge ints, deep nesting
+        return None
     if not isinstance(body, dict):
         return None
     generates = "messages" in body or "prompt" in body
@@ -75,10 +69,27 @@ def inspect_request(raw: bytes, counter: TokenCounter) -> TokenRequest | None:
     if generates and body.get("stream") is True:
         options = body.get("stream_options")
         if options is None or (isinstance(options, dict) and options.get("include_usage") is not True):
-            body["stream_options"] = {**(options or {}), "include_usage": True}
-            raw = json.dumps(body, separators=(",", ":")).encode()
+            raw = _ask_for_usage(raw, "stream_options" in body)
             strip_usage = True
     return TokenRequest(raw, prompt_tokens, _reserve(body) if generates else 0, generates, strip_usage)
+
+
+_INCLUDE_USAGE = b'"stream_options":{"include_usage":true}}'
+
+
+def _ask_for_usage(raw: bytes, has_options: bool) -> bytes:
+    """``raw`` (a JSON object) with ``stream_options.include_usage`` set.
+
+    Without ``stream_options``, the member is added before the closing brace and every
+    other byte stays as the client sent it. Otherwise the standard library rewrites the
+    body: it reads and writes every number exactly, integers beyond 64 bits included.
+    """
+    text = raw.rstrip()
+    if not has_options and text.startswith(b"{") and text.endswith(b"}"):
+        return text[:-1] + b"," + _INCLUDE_USAGE
+    body = json.loads(raw)
+    body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _reserve(body: dict[str, Any]) -> int:
@@ -188,12 +199,21 @@ class JSONTap(Tap):
         return chunk
 
     def _finish(self, body: bytes, *, whole: bool = True) -> None:
-        # Reading usage from the text is several times cheaper than parsing the body;
-        # the whole body is parsed only when there is none, for the text to count.
+        if whole and len(body) <= JSON_PARSE_BYTES:
+            with contextlib.suppress(ValueError, RecursionError):
+                obj = _json.loads(body)
+                usage = obj.get("usage") if isinstance(obj, dict) else None
+                if isinstance(usage, dict):
+                    self.usage = usage
+                else:
+                    self._read(obj)  # no usage: the text, to count
+            return
+        # Reading usage from the text of a large body is cheaper than parsing it; the
+        # whole body is parsed only when there is none, for the text to count.
         self.usage = _usage_after_key(body)
         if self.usage is None and whole:
             with contextlib.suppress(ValueError, RecursionError):
-                self._read(json.loads(body))
+                self._read(_json.loads(body))
 
 
 _USAGE_FIELD = re.compile(rb'"(prompt_tokens|completion_tokens)"\s*:\s*(\d{1,18})')
@@ -254,7 +274,7 @@ class SSETap(Tap):
         if not data or data[0] == b"[DONE]":
             return event + b"\n\n"
         try:
-            obj = json.loads(b"\n".join(data))
+            obj = _json.loads(b"\n".join(data))
         except (ValueError, RecursionError):
             return event + b"\n\n"
         self._read(obj)
@@ -262,9 +282,10 @@ class SSETap(Tap):
             return event + b"\n\n"
         if obj.get("choices") == []:
             return b""  # the usage-only event we asked for
-        del obj["usage"]
+        exact = json.loads(b"\n".join(data))  # the event is written anew: every number as it was
+        del exact["usage"]
         kept = [line for line in lines if not line.startswith(b"data:")]
-        kept.append(b"data: " + json.dumps(obj, separators=(",", ":")).encode())
+        kept.append(b"data: " + json.dumps(exact, separators=(",", ":")).encode())
         return b"\n".join(kept) + b"\n\n"
 
 

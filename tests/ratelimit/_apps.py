@@ -80,6 +80,7 @@ class Streamer:
     split: int = 0
     newline: bytes = b"\n"
     bodies: list[Any] = field(default_factory=list)
+    raw_bodies: list[bytes] = field(default_factory=list)
     sent: list[bytes] = field(default_factory=list)
 
     def events(self, include_usage: bool) -> list[bytes]:
@@ -97,6 +98,7 @@ class Streamer:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         message: Message = await receive()
+        self.raw_bodies.append(message["body"])
         body = json.loads(message["body"])
         self.bodies.append(body)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
