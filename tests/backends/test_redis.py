@@ -1,9 +1,14 @@
-"""The Redis fast path: one command per admission, a few hundred bytes per identity, exact across clients."""
+"""The Redis fast path: one command per admission, a few hundred bytes per identity, exact across clients.
+
+A standalone server is reached through keylimit's own client (``keylimit._resp``), a
+cluster through redis-py: every test here runs the same against both where both apply.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,8 +16,9 @@ import redis
 from redis.asyncio.connection import AbstractConnection
 
 from keylimit import LimitStorageUnavailable
+from keylimit._resp import RespFailure, RespProtocol
 from keylimit.backends.redis import RedisBackend, state_key
-from tests._redis import RedisCluster, free_port
+from tests._redis import RedisCluster, RedisServer, free_port
 from tests.backends.conftest import T0, WINDOW
 
 pytestmark = pytest.mark.redis
@@ -22,33 +28,63 @@ PRO = (6000, 10_000_000, 1_000_000)
 
 
 @pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
-async def fast(request: pytest.FixtureRequest) -> AsyncIterator[RedisBackend]:
-    url = request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
-    backend = RedisBackend.from_url(url, WINDOW)
-    yield backend
-    await backend.aclose()
+def servers(request: pytest.FixtureRequest) -> tuple[str, list[redis.Redis]]:
+    """A clean standalone server or cluster: its URL and a client of each of its servers."""
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        return url, [request.getfixturevalue("redis_server").client()]
+    url = request.getfixturevalue("cluster_url")
+    return url, [node.client() for node in request.getfixturevalue("redis_cluster").nodes]
 
 
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The name of every command the process writes to any Redis connection."""
+    """One entry per write the process makes to any Redis connection, redis-py's or keylimit's
+    own: the name of the first command written (a pipeline is one write, one round trip)."""
     names: list[bytes] = []
     original = AbstractConnection.send_packed_command
+    own_write = RespProtocol.write
 
     async def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
         packed = b"".join(command) if isinstance(command, list) else command
         names.append(bytes(packed).split(b"\r\n")[2])
         await original(self, command, check_health)
 
+    def counting_own(self: RespProtocol, data: bytes) -> None:
+        names.append(data.split(b"\r\n")[2])
+        own_write(self, data)
+
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+    monkeypatch.setattr(RespProtocol, "write", counting_own)
     return names
 
 
-async def test_admission_and_settlement_are_one_command_each(fast: RedisBackend, sent: list[bytes]) -> None:
+def executed(nodes: list[redis.Redis]) -> dict[str, int]:
+    """Calls per command the servers executed since their last ``CONFIG RESETSTAT``, the
+    commands the scripts call included (``INFO commandstats``)."""
+    calls: dict[str, int] = {}
+    for node in nodes:
+        for name, stat in node.info("commandstats").items():
+            command = name.removeprefix("cmdstat_")
+            calls[command] = calls.get(command, 0) + stat["calls"]
+    return calls
+
+
+def reset_stats(nodes: list[redis.Redis]) -> None:
+    for node in nodes:
+        node.config_resetstat()
+
+
+async def test_admission_and_settlement_are_one_command_each(
+    servers: tuple[str, list[redis.Redis]], sent: list[bytes]
+) -> None:
+    url, nodes = servers
+    fast = RedisBackend.from_url(url, WINDOW)
     # Warm up: the client learns the cluster layout and the scripts get loaded.
     await fast.acquire("acct", PRO, ONE, ONE, T0)
     await fast.adjust("acct", (0, 5, 5), T0)
     sent.clear()
+    reset_stats(nodes)
 
     for n in range(10):
         await fast.acquire("acct", PRO, (1, 100, 0), (1, 100, 1), T0 + n)
@@ -59,9 +95,16 @@ async def test_admission_and_settlement_are_one_command_each(fast: RedisBackend,
         await fast.adjust("acct", (0, -20, 40), T0 + n)
     assert sent == [b"EVALSHA"] * 5
     sent.clear()
+    stats = executed(nodes)
+    assert stats["evalsha"] == 15
+    assert "script|load" not in stats
 
     await fast.peek("acct", PRO, T0)
     assert sent == [b"HMGET"]
+    after = executed(nodes)
+    assert after["evalsha"] == 15
+    assert after["hmget"] == stats["hmget"] + 1
+    await fast.aclose()
 
 
 async def test_scripts_flushed_from_the_server_are_loaded_again(redis_url: str, sent: list[bytes]) -> None:
@@ -90,7 +133,9 @@ async def test_an_identity_costs_a_few_hundred_bytes(redis_url: str) -> None:
         assert d.allowed
 
     assert server.info("memory")["used_memory"] - before < 16 * 1024
-    assert server.memory_usage(state_key("acct_pro")) <= 1024
+    usage = server.memory_usage(state_key("acct_pro"))
+    assert usage is not None
+    assert usage <= 1024
     assert server.pttl(state_key("acct_pro")) <= 2 * WINDOW * 1000 + 1000
     await backend.aclose()
 
@@ -169,13 +214,105 @@ async def test_a_client_that_decodes_responses_is_refused_at_once(redis_url: str
     await client.aclose()
 
 
-async def test_more_concurrent_admissions_than_connections_wait_their_turn(redis_url: str) -> None:
-    from keylimit._redis import MAX_CONNECTIONS
-
+async def test_a_thousand_concurrent_admissions_over_one_connection_admit_exactly_the_limit(
+    redis_url: str, redis_server: RedisServer
+) -> None:
     backend = RedisBackend.from_url(redis_url, WINDOW)
+    before = connections_received(redis_server)
+    decisions = await asyncio.gather(
+        *(backend.acquire("acct:busy", (100, 10**6, 10**6), ONE, ONE, T0) for _ in range(1000))
+    )
+    assert sum(d.allowed for d in decisions) == 100
+    assert connections_received(redis_server) - before == 1 + 1  # ours, and the one asking
+    await backend.aclose()
+
+
+async def test_through_redis_py_more_concurrent_admissions_than_connections_wait_their_turn(redis_url: str) -> None:
+    from keylimit._redis import MAX_CONNECTIONS, redis_client
+
+    backend = RedisBackend(redis_client(redis_url), WINDOW, url=redis_url)
     n = 4 * MAX_CONNECTIONS + 50
     decisions = await asyncio.gather(
         *(backend.acquire("acct:busy", (100, 10**6, 10**6), ONE, ONE, T0) for _ in range(n))
     )
     assert sum(d.allowed for d in decisions) == 100
+    await backend.aclose()
+
+
+def connections_received(server: RedisServer) -> int:
+    return int(server.client().info("stats")["total_connections_received"])
+
+
+@pytest.fixture
+def private() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, that it may pause, kill and start again."""
+    server = RedisServer().start()
+    yield server
+    if server.proc is not None:
+        server.proc.send_signal(signal.SIGCONT)
+    server.stop()
+
+
+async def test_a_killed_server_fails_what_is_pending_and_a_restarted_one_is_used_again(private: RedisServer) -> None:
+    backend = RedisBackend.from_url(private.url, WINDOW, timeout=60.0)  # only the kill can end the calls
+    await backend.acquire("acct", PRO, ONE, ONE, T0)
+    assert private.proc is not None
+    private.proc.send_signal(signal.SIGSTOP)  # the admissions below stay unanswered ...
+    pending = [asyncio.ensure_future(backend.acquire("acct", PRO, ONE, ONE, T0)) for _ in range(10)]
+    await asyncio.sleep(0)  # ... once written
+    private.proc.kill()
+    private.proc.wait()
+    private.proc = None
+    for call in pending:
+        with pytest.raises(LimitStorageUnavailable, match="ConnectionLost"):
+            await call
+    with pytest.raises(LimitStorageUnavailable, match="ConnectFailed: ConnectionRefusedError"):
+        await backend.ping()
+
+    private.start()  # empty: it kept nothing
+    assert (await backend.acquire("acct", PRO, ONE, ONE, T0)).used == (0.0, 0.0, 0.0)
+    await backend.aclose()
+
+
+async def test_a_server_that_stops_answering_is_storage_unavailable_after_the_timeout(private: RedisServer) -> None:
+    backend = RedisBackend.from_url(private.url, WINDOW, timeout=0.3)
+    await backend.acquire("acct", PRO, ONE, ONE, T0)
+    assert private.proc is not None
+    private.proc.send_signal(signal.SIGSTOP)
+    calls = [backend.acquire("acct", PRO, ONE, ONE, T0), backend.peek("acct", PRO, T0), backend.ping()]
+    failures = await asyncio.gather(*calls, return_exceptions=True)
+    assert [str(f) for f in failures] == [
+        f"rate limit storage {private.url} unavailable (ReplyTimeout: no reply within 0.3s)"
+    ] * 3
+    private.proc.send_signal(signal.SIGCONT)
+    assert (await backend.peek("acct", PRO, T0)).used[0] >= 1.0  # answering again, on a new connection
+    await backend.aclose()
+
+
+async def test_a_password_protected_server_and_a_database_from_the_url(
+    private: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    private.client().config_set("requirepass", "s3cret-pw")
+    right = RedisBackend.from_url(f"redis://:s3cret-pw@127.0.0.1:{private.port}/3", WINDOW)
+    assert (await right.acquire("acct", PRO, ONE, ONE, T0)).allowed
+    assert redis.Redis(port=private.port, password="s3cret-pw", db=3).hget(state_key("acct"), "r") == b"1"
+    assert redis.Redis(port=private.port, password="s3cret-pw", db=0).exists(state_key("acct")) == 0
+
+    wrong = RedisBackend.from_url(f"redis://:wr0ng-pw@127.0.0.1:{private.port}/3", WINDOW)
+    with pytest.raises(LimitStorageUnavailable) as caught:
+        await wrong.acquire("acct", PRO, ONE, ONE, T0)
+    assert (
+        str(caught.value)
+        == f"rate limit storage redis://***@127.0.0.1:{private.port}/3 unavailable (ConnectFailed: WRONGPASS)"
+    )
+    texts = [repr(right), repr(wrong), *(r.getMessage() for r in caplog.records)]
+    assert not [t for t in texts if "s3cret-pw" in t or "wr0ng-pw" in t]
+    await right.aclose()
+    await wrong.aclose()
+
+
+async def test_a_url_with_options_only_redis_py_reads_goes_through_redis_py(redis_url: str, sent: list[bytes]) -> None:
+    backend = RedisBackend.from_url(redis_url + "?health_check_interval=30", WINDOW)
+    assert (await backend.acquire("acct", PRO, ONE, ONE, T0)).allowed
+    assert backend._redis.errors != (RespFailure,)  # redis-py's errors, not ours
     await backend.aclose()

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import struct
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import LimitStorageUnavailable
 from .._redis import ClusterGate, redact_url, redis_client
+from .._resp import ProtocolViolation, ReplyError, RespClient, RespFailure, Target, pack
 from . import _window
 from ._base import Decision, Vector
 from ._batch import SettlementBatch
@@ -139,36 +141,169 @@ def state_key(identity: str) -> str:
     return f"kl:rl:{{{tag}}}"
 
 
-def _storage_errors() -> tuple[type[BaseException], ...]:
-    from redis.exceptions import RedisClusterException, RedisError
+class _Script:
+    """A script by its SHA1, with its ``EVALSHA`` on one key packed up to the key."""
 
-    return (RedisError, RedisClusterException, OSError)
+    __slots__ = ("head", "sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        self.head = b"*5\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n1\r\n" % self.sha.encode()
+
+    def command(self, key: str, arg: bytes) -> bytes:
+        name = state_key(key).encode()
+        return b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n" % (self.head, len(name), name, len(arg), arg)
+
+
+_ACQUIRE = _Script(ACQUIRE)
+_ADJUST = _Script(ADJUST)
+
+
+class _Commands(Protocol):
+    """What the backend asks of Redis, through one client or the other."""
+
+    errors: tuple[type[BaseException], ...]
+
+    async def run(self, script: _Script, key: str, arg: bytes) -> Any: ...
+
+    async def run_many(self, script: _Script, args: dict[str, bytes]) -> None: ...
+
+    async def hmget(self, key: str) -> list[Any]: ...
+
+    async def ping(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _OwnClient:
+    """Through ``RespClient``: each command one write; a batch one write of all its commands."""
+
+    __slots__ = ("_client",)
+    errors: tuple[type[BaseException], ...] = (RespFailure,)
+
+    def __init__(self, client: RespClient) -> None:
+        self._client = client
+
+    async def run(self, script: _Script, key: str, arg: bytes) -> Any:
+        command = script.command(key, arg)
+        try:
+            return await self._client.execute(command)
+        except ReplyError as exc:
+            if exc.reason != "NOSCRIPT":
+                raise
+        await self._client.execute(pack("SCRIPT", "LOAD", script.source))  # the server lost it
+        return await self._client.execute(command)
+
+    async def run_many(self, script: _Script, args: dict[str, bytes]) -> None:
+        commands = [script.command(key, arg) for key, arg in args.items()]
+        replies = await self._client.execute_many(commands)
+        errors = [r for r in replies if isinstance(r, ReplyError)]
+        lost = [
+            c for c, r in zip(commands, replies, strict=True) if isinstance(r, ReplyError) and r.reason == "NOSCRIPT"
+        ]
+        if lost:  # the server lost the script: those did not run; load it and send them again
+            await self._client.execute(pack("SCRIPT", "LOAD", script.source))
+            errors = [r for r in errors if r.reason != "NOSCRIPT"]
+            errors += [r for r in await self._client.execute_many(lost) if isinstance(r, ReplyError)]
+        if errors:
+            raise errors[0]
+
+    async def hmget(self, key: str) -> list[Any]:
+        reply = await self._client.execute(pack("HMGET", state_key(key), *FIELDS))
+        if not isinstance(reply, list):
+            raise ProtocolViolation("HMGET")
+        return reply
+
+    async def ping(self) -> None:
+        await self._client.execute(b"*1\r\n$4\r\nPING\r\n")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class _RedisPy:
+    """Through a redis-py client, standalone or cluster."""
+
+    __slots__ = ("_client", "_cluster", "_gate", "_scripts", "errors")
+
+    def __init__(self, client: Redis | RedisCluster) -> None:
+        from redis.asyncio.cluster import RedisCluster as _Cluster
+        from redis.exceptions import RedisClusterException, RedisError
+
+        if client.get_encoder().decode_responses:
+            raise ValueError("the Redis client must not decode responses (the scripts answer in bytes)")
+        self._client = client
+        self._scripts: dict[str, AsyncScript] = {s.sha: client.register_script(s.source) for s in (_ACQUIRE, _ADJUST)}
+        self._cluster = isinstance(client, _Cluster)
+        self._gate = ClusterGate(client)
+        self.errors: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+
+    async def run(self, script: _Script, key: str, arg: bytes) -> Any:
+        if not self._gate.ready:
+            await self._gate.wait()
+        return await self._scripts[script.sha](keys=[state_key(key)], args=(arg,))
+
+    async def run_many(self, script: _Script, args: dict[str, bytes]) -> None:
+        """A pipeline; on a cluster, whose pipelines refuse scripts, all commands in flight at once."""
+        if not self._gate.ready:
+            await self._gate.wait()
+        if self._cluster:
+            await asyncio.gather(*(self.run(script, key, arg) for key, arg in args.items()))
+            return
+        from redis.exceptions import NoScriptError
+
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            for key, arg in args.items():
+                pipe.evalsha(script.sha, 1, state_key(key), arg)
+            try:
+                await pipe.execute()
+                return
+            except NoScriptError:  # the server lost its scripts: nothing ran; load and again
+                if attempt == 2:
+                    raise
+                await self._client.script_load(script.source)
+
+    async def hmget(self, key: str) -> list[Any]:
+        if not self._gate.ready:
+            await self._gate.wait()
+        return await self._client.hmget(state_key(key), list(FIELDS))
+
+    async def ping(self) -> None:
+        await self._client.ping()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 class RedisBackend:
-    """Sliding-window counters in Redis: admission and settlement are one command each."""
+    """Sliding-window counters in Redis: admission and settlement are one command each.
 
-    def __init__(self, client: Redis | RedisCluster, window: float = 60.0, *, url: str = "redis://") -> None:
+    ``client`` is keylimit's ``RespClient`` (what ``from_url`` opens for a standalone
+    server) or a redis-py asyncio client (standalone or ``RedisCluster``).
+    """
+
+    def __init__(
+        self, client: RespClient | Redis | RedisCluster, window: float = 60.0, *, url: str = "redis://"
+    ) -> None:
         if not window > 0:
             raise ValueError("window must be positive")
         self.window = float(window)
-        self._client = client
         self._url = redact_url(url)
         self._ttl_ms = math.ceil(2 * self.window * 1000) + 1000
-        if client.get_encoder().decode_responses:
-            raise ValueError("the Redis client must not decode responses (the scripts answer in bytes)")
-        self._acquire: AsyncScript = client.register_script(ACQUIRE)
-        self._adjust: AsyncScript = client.register_script(ADJUST)
-        self._errors = _storage_errors()
+        self._redis: _Commands = _OwnClient(client) if isinstance(client, RespClient) else _RedisPy(client)
+        self._errors = self._redis.errors
         self._batch = SettlementBatch(self._adjust_many, what=self._url)
-        from redis.asyncio.cluster import RedisCluster as _Cluster
-
-        self._cluster = isinstance(client, _Cluster)
-        self._gate = ClusterGate(client)
 
     @classmethod
     def from_url(cls, url: str, window: float, *, timeout: float = 2.0) -> RedisBackend:
-        return cls(redis_client(url, timeout=timeout, setting=SETTING), window, url=url)
+        """keylimit's own client for a standalone server; redis-py for a cluster, and for a
+        URL with query parameters (TLS options and the like), which only redis-py reads."""
+        target = Target.from_url(url)
+        if target is None:
+            return cls(redis_client(url, timeout=timeout, setting=SETTING), window, url=url)
+        return cls(RespClient(target, timeout=timeout), window, url=url)
 
     @property
     def redacted_url(self) -> str:
@@ -179,15 +314,14 @@ class RedisBackend:
         return f"RedisBackend({self._url!r}, window={self.window!r})"
 
     def _unavailable(self, exc: BaseException) -> LimitStorageUnavailable:
-        # The class name only: a Redis error message may quote the command and its keys.
-        return LimitStorageUnavailable(f"rate limit storage {self._url} unavailable ({type(exc).__name__})")
+        # A class name or a Redis error code only: a Redis error message may quote the command and its keys.
+        what = f"{type(exc).__name__}: {exc.reason}" if isinstance(exc, RespFailure) else type(exc).__name__
+        return LimitStorageUnavailable(f"rate limit storage {self._url} unavailable ({what})")
 
     async def acquire(self, key: str, limits: Vector, charge: Vector, need: Vector, now: float) -> Decision:
         args = _pack(_ACQUIRE_ARGS, now, self.window, self._ttl_ms, *limits, *charge, *need)
         try:
-            if not self._gate.ready:
-                await self._gate.wait()
-            reply: bytes = await self._acquire(keys=[state_key(key)], args=(args,))
+            reply: bytes = await self._redis.run(_ACQUIRE, key, args)
         except self._errors as exc:
             raise self._unavailable(exc) from None
         state = list(_STATE.unpack_from(reply, 1))
@@ -201,9 +335,7 @@ class RedisBackend:
             return
         args = _pack(_ADJUST_ARGS, now, self.window, self._ttl_ms, *delta)
         try:
-            if not self._gate.ready:
-                await self._gate.wait()
-            await self._adjust(keys=[state_key(key)], args=(args,))
+            await self._redis.run(_ADJUST, key, args)
         except self._errors as exc:
             raise self._unavailable(exc) from None
 
@@ -215,34 +347,13 @@ class RedisBackend:
         await self._batch.flush()
 
     async def _adjust_many(self, deltas: dict[str, Vector], now: float) -> None:
-        """One round trip for the whole batch (a pipeline); on a cluster, whose pipelines
-        refuse scripts, one command per identity, all in flight at once."""
+        """One round trip for the whole batch."""
         head = (now, self.window, self._ttl_ms)
-        args = {key: _pack(_ADJUST_ARGS, *head, *delta) for key, delta in deltas.items()}
-        if not self._gate.ready:
-            await self._gate.wait()
-        if self._cluster:
-            await asyncio.gather(*(self._adjust(keys=[state_key(k)], args=(a,)) for k, a in args.items()))
-            return
-        from redis.exceptions import NoScriptError
-
-        for attempt in (1, 2):
-            pipe = self._client.pipeline(transaction=False)
-            for key, packed in args.items():
-                pipe.evalsha(self._adjust.sha, 1, state_key(key), packed)
-            try:
-                await pipe.execute()
-                return
-            except NoScriptError:  # the server lost its scripts: nothing ran; load and again
-                if attempt == 2:
-                    raise
-                await self._client.script_load(ADJUST)
+        await self._redis.run_many(_ADJUST, {key: _pack(_ADJUST_ARGS, *head, *delta) for key, delta in deltas.items()})
 
     async def peek(self, key: str, limits: Vector, now: float) -> Decision:
         try:
-            if not self._gate.ready:
-                await self._gate.wait()
-            raw: list[Any] = await self._client.hmget(state_key(key), list(FIELDS))
+            raw = await self._redis.hmget(key)
         except self._errors as exc:
             raise self._unavailable(exc) from None
         index, _ = _window.position(now, self.window)
@@ -255,11 +366,11 @@ class RedisBackend:
 
     async def ping(self) -> None:
         try:
-            await self._client.ping()
+            await self._redis.ping()
         except self._errors as exc:
             raise self._unavailable(exc) from None
 
     async def aclose(self) -> None:
         await self._batch.aclose()
         with contextlib.suppress(*self._errors):
-            await self._client.aclose()
+            await self._redis.aclose()
