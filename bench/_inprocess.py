@@ -7,7 +7,18 @@ from typing import Any
 
 from . import _common as c
 
-SUBJECTS = ("bare", "slowapi-mem", "slowapi-redis", "keylimit-auth", "keylimit-mem", "keylimit-redis", "redis-rtt")
+SUBJECTS = (
+    "bare",
+    "slowapi-mem",
+    "slowapi-redis",
+    "keylimit-auth",
+    "keylimit-mem",
+    "keylimit-redis",
+    "redis-rtt",
+    "redis-rtt-raw",
+)
+ROUND_TRIPS = ("redis-rtt", "redis-rtt-raw")
+"""Subjects that are one Redis round trip, not a request: no overhead over the bare app."""
 
 
 async def rtt_call(url: str) -> tuple[c.Call, c.Call]:
@@ -19,6 +30,25 @@ async def rtt_call(url: str) -> tuple[c.Call, c.Call]:
 
     async def call() -> Any:
         return await script(keys=["bench:rtt"])
+
+    return call, client.aclose
+
+
+async def raw_rtt_call(url: str) -> tuple[c.Call, c.Call]:
+    """The same round trip through keylimit's own client (``keylimit._resp``), which the Redis
+    backend uses: what is left of the round trip without redis-py's own overhead."""
+    from keylimit._resp import RespClient, Target, pack
+
+    target = Target.from_url(url)
+    if target is None:
+        raise SystemExit(f"not a URL keylimit's own Redis client serves: {url}")
+    client = RespClient(target)
+    sha = await client.execute(pack("SCRIPT", "LOAD", "return redis.call('incr', KEYS[1])"))
+    assert isinstance(sha, bytes)
+    command = pack("EVALSHA", sha, 1, "bench:rtt")
+
+    async def call() -> Any:
+        return await client.execute(command)
 
     return call, client.aclose
 
@@ -42,8 +72,8 @@ async def build(names: tuple[str, ...] | list[str]) -> tuple[dict[str, c.Call], 
             subject = await c.protect_subject("memory://")
         elif name == "keylimit-redis":
             subject = await c.protect_subject(c.RedisServer().url)
-        elif name == "redis-rtt":
-            call, closer = await rtt_call(c.RedisServer().url)
+        elif name in ROUND_TRIPS:
+            call, closer = await (rtt_call if name == "redis-rtt" else raw_rtt_call)(c.RedisServer().url)
             calls[name] = call
             closers.append(closer)
             continue
@@ -81,6 +111,6 @@ async def run(names: list[str], n: int, rounds: int) -> dict[str, Any]:
     us = {name: c.median(xs) for name, xs in per_round.items()}
     bare = us.get("bare")
     overhead = {
-        name: round(v - bare, 2) for name, v in us.items() if bare is not None and name not in ("bare", "redis-rtt")
+        name: round(v - bare, 2) for name, v in us.items() if bare is not None and name not in ("bare", *ROUND_TRIPS)
     }
     return {"n": n, "rounds": rounds, "us_per_request": us, "overhead_us": overhead, "per_round_us": per_round}

@@ -1,6 +1,7 @@
 """What a request costs Redis: round trips counted on the client side (every
-``send_packed_command`` of redis-py's sync and asyncio connections: a pipeline counts
-once) and server CPU from ``INFO commandstats`` (the sum of ``usec`` over requests)."""
+``send_packed_command`` of redis-py's sync and asyncio connections, and every write of
+keylimit's own client: a pipeline counts once) and server CPU from ``INFO commandstats``
+(the sum of ``usec`` over requests)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ from . import _common as c
 
 @contextlib.contextmanager
 def counting_round_trips() -> Iterator[list[int]]:
-    """Counts the sends of every redis-py connection (sync ones too: slowapi's storage is sync)."""
+    """Counts the sends of every redis-py connection (sync ones too: slowapi's storage is sync)
+    and the writes of keylimit's own client (``keylimit._resp``)."""
     import redis.asyncio.connection as aconn
     import redis.connection as sconn
+
+    from keylimit._resp import RespProtocol
 
     count = [0]
     async_send: Any = aconn.AbstractConnection.send_packed_command
     sync_send: Any = sconn.AbstractConnection.send_packed_command
+    own_write: Any = RespProtocol.write
 
     async def counted_async(self: Any, *args: Any, **kwargs: Any) -> Any:
         count[0] += 1
@@ -29,13 +34,19 @@ def counting_round_trips() -> Iterator[list[int]]:
         count[0] += 1
         return sync_send(self, *args, **kwargs)
 
+    def counted_own(self: Any, data: bytes) -> None:
+        count[0] += 1
+        own_write(self, data)
+
     aconn.AbstractConnection.send_packed_command = counted_async  # type: ignore[method-assign]
     sconn.AbstractConnection.send_packed_command = counted_sync  # type: ignore[method-assign]
+    RespProtocol.write = counted_own  # type: ignore[method-assign]
     try:
         yield count
     finally:
         aconn.AbstractConnection.send_packed_command = async_send  # type: ignore[method-assign]
         sconn.AbstractConnection.send_packed_command = sync_send  # type: ignore[method-assign]
+        RespProtocol.write = own_write  # type: ignore[method-assign]
 
 
 def commandstats(server: c.RedisServer) -> dict[str, dict[str, float]]:

@@ -16,7 +16,8 @@ import redis
 from redis.asyncio.connection import AbstractConnection
 
 from keylimit import LimitStorageUnavailable
-from keylimit._resp import RespFailure, RespProtocol
+from keylimit._resp import RespProtocol
+from keylimit.backends._redis_clients import RedisPy
 from keylimit.backends.redis import RedisBackend, state_key
 from tests._redis import RedisCluster, RedisServer, free_port
 from tests.backends.conftest import T0, WINDOW
@@ -314,5 +315,22 @@ async def test_a_password_protected_server_and_a_database_from_the_url(
 async def test_a_url_with_options_only_redis_py_reads_goes_through_redis_py(redis_url: str, sent: list[bytes]) -> None:
     backend = RedisBackend.from_url(redis_url + "?health_check_interval=30", WINDOW)
     assert (await backend.acquire("acct", PRO, ONE, ONE, T0)).allowed
-    assert backend._redis.errors != (RespFailure,)  # redis-py's errors, not ours
+    assert isinstance(backend._redis, RedisPy)
+    await backend.aclose()
+
+
+async def test_admissions_cancelled_while_in_flight_leave_the_connection_in_step(private: RedisServer) -> None:
+    backend = RedisBackend.from_url(private.url, WINDOW, timeout=60.0)
+    await backend.acquire("acct", PRO, ONE, ONE, T0)
+    assert private.proc is not None
+    private.proc.send_signal(signal.SIGSTOP)
+    calls = [asyncio.ensure_future(backend.acquire("acct", PRO, ONE, ONE, T0)) for _ in range(10)]
+    await asyncio.sleep(0)  # all written
+    for call in calls[::2]:
+        call.cancel()
+    private.proc.send_signal(signal.SIGCONT)
+    answered = [await call for call in calls[1::2]]
+    # Each caller got its own reply: the cancelled ones were written, so they count.
+    assert [d.used[0] for d in answered] == [2.0, 4.0, 6.0, 8.0, 10.0]
+    assert (await backend.peek("acct", PRO, T0)).used[0] == 11.0
     await backend.aclose()

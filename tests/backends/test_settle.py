@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from keylimit import ManualClock
+from keylimit._redis import redis_client
 from keylimit.backends import LimitBackend
 from keylimit.backends.guarded import GuardedBackend
 from keylimit.backends.memory import MemoryBackend
@@ -35,9 +36,20 @@ def test_memory_settles_at_once_without_a_loop() -> None:
     assert len(memory) == 1
 
 
+def redis_backend(url: str, client: str, *, timeout: float = 2.0) -> RedisBackend:
+    """keylimit's own client (what ``from_url`` picks for a standalone server), or redis-py's."""
+    if client == "own":
+        return RedisBackend.from_url(url, WINDOW, timeout=timeout)
+    return RedisBackend(redis_client(url, timeout=timeout), WINDOW, url=url)
+
+
+CLIENTS = ["own", "redis-py"]
+
+
 @pytest.mark.redis
-async def test_many_settlements_are_one_round_trip(redis_url: str, sent: list[bytes]) -> None:  # noqa: F811
-    fast = RedisBackend.from_url(redis_url, WINDOW)
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_many_settlements_are_one_round_trip(redis_url: str, client: str, sent: list[bytes]) -> None:  # noqa: F811
+    fast = redis_backend(redis_url, client)
     await fast.acquire("warm", LIMITS, (1, 0, 0), (1, 0, 0), T0)
     await fast.adjust("warm", (0, 1, 1), T0)  # the server has the settlement script
     sent.clear()
@@ -53,20 +65,24 @@ async def test_many_settlements_are_one_round_trip(redis_url: str, sent: list[by
 
 
 @pytest.mark.redis
-async def test_a_batch_reloads_scripts_the_server_lost(redis_url: str, redis_server: RedisServer) -> None:
-    fast = RedisBackend.from_url(redis_url, WINDOW)
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_a_batch_reloads_scripts_the_server_lost(redis_url: str, redis_server: RedisServer, client: str) -> None:
+    fast = redis_backend(redis_url, client)
     await fast.acquire("a", LIMITS, (1, 0, 0), (1, 0, 0), T0)
     redis_server.client().script_flush()
     fast.settle("a", (0, 5, 5), T0)
+    fast.settle("b", (0, 0, 3), T0)
     await fast.flush()
     assert (await fast.peek("a", LIMITS, T0)).used == (1.0, 5.0, 5.0)
+    assert (await fast.peek("b", LIMITS, T0)).used == (0.0, 0.0, 3.0)
     await fast.aclose()
 
 
 @pytest.mark.redis
-async def test_a_failed_batch_is_logged_once_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_a_failed_batch_is_logged_once_and_dropped(client: str, caplog: pytest.LogCaptureFixture) -> None:
     server = RedisServer().start()
-    fast = RedisBackend.from_url(server.url, WINDOW, timeout=1.0)
+    fast = redis_backend(server.url, client, timeout=1.0)
     await fast.acquire("a", LIMITS, (1, 0, 0), (1, 0, 0), T0)
     server.stop()
     with caplog.at_level(logging.WARNING, logger="keylimit.limits"):

@@ -10,25 +10,23 @@ backend's, with the same floating-point operations as the script, so both agree 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hashlib
 import math
 import struct
 import sys
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from .._errors import LimitStorageUnavailable
-from .._redis import ClusterGate, redact_url, redis_client
-from .._resp import ProtocolViolation, ReplyError, RespClient, RespFailure, Target, pack
+from .._redis import redact_url, redis_client
+from .._resp import RespClient, RespFailure, Target
 from . import _window
 from ._base import Decision, Vector
 from ._batch import SettlementBatch
+from ._redis_clients import Commands, OwnClient, RedisPy, Script
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
-    from redis.commands.core import AsyncScript
 
 SETTING = "KEYLIMIT_LIMITS_URL"
 FIELDS = ("i", "r", "p", "c", "R", "P", "C")
@@ -141,140 +139,8 @@ def state_key(identity: str) -> str:
     return f"kl:rl:{{{tag}}}"
 
 
-class _Script:
-    """A script by its SHA1, with its ``EVALSHA`` on one key packed up to the key."""
-
-    __slots__ = ("head", "sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-        self.head = b"*5\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n1\r\n" % self.sha.encode()
-
-    def command(self, key: str, arg: bytes) -> bytes:
-        name = state_key(key).encode()
-        return b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n" % (self.head, len(name), name, len(arg), arg)
-
-
-_ACQUIRE = _Script(ACQUIRE)
-_ADJUST = _Script(ADJUST)
-
-
-class _Commands(Protocol):
-    """What the backend asks of Redis, through one client or the other."""
-
-    errors: tuple[type[BaseException], ...]
-
-    async def run(self, script: _Script, key: str, arg: bytes) -> Any: ...
-
-    async def run_many(self, script: _Script, args: dict[str, bytes]) -> None: ...
-
-    async def hmget(self, key: str) -> list[Any]: ...
-
-    async def ping(self) -> None: ...
-
-    async def aclose(self) -> None: ...
-
-
-class _OwnClient:
-    """Through ``RespClient``: each command one write; a batch one write of all its commands."""
-
-    __slots__ = ("_client",)
-    errors: tuple[type[BaseException], ...] = (RespFailure,)
-
-    def __init__(self, client: RespClient) -> None:
-        self._client = client
-
-    async def run(self, script: _Script, key: str, arg: bytes) -> Any:
-        command = script.command(key, arg)
-        try:
-            return await self._client.execute(command)
-        except ReplyError as exc:
-            if exc.reason != "NOSCRIPT":
-                raise
-        await self._client.execute(pack("SCRIPT", "LOAD", script.source))  # the server lost it
-        return await self._client.execute(command)
-
-    async def run_many(self, script: _Script, args: dict[str, bytes]) -> None:
-        commands = [script.command(key, arg) for key, arg in args.items()]
-        replies = await self._client.execute_many(commands)
-        errors = [r for r in replies if isinstance(r, ReplyError)]
-        lost = [
-            c for c, r in zip(commands, replies, strict=True) if isinstance(r, ReplyError) and r.reason == "NOSCRIPT"
-        ]
-        if lost:  # the server lost the script: those did not run; load it and send them again
-            await self._client.execute(pack("SCRIPT", "LOAD", script.source))
-            errors = [r for r in errors if r.reason != "NOSCRIPT"]
-            errors += [r for r in await self._client.execute_many(lost) if isinstance(r, ReplyError)]
-        if errors:
-            raise errors[0]
-
-    async def hmget(self, key: str) -> list[Any]:
-        reply = await self._client.execute(pack("HMGET", state_key(key), *FIELDS))
-        if not isinstance(reply, list):
-            raise ProtocolViolation("HMGET")
-        return reply
-
-    async def ping(self) -> None:
-        await self._client.execute(b"*1\r\n$4\r\nPING\r\n")
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-
-class _RedisPy:
-    """Through a redis-py client, standalone or cluster."""
-
-    __slots__ = ("_client", "_cluster", "_gate", "_scripts", "errors")
-
-    def __init__(self, client: Redis | RedisCluster) -> None:
-        from redis.asyncio.cluster import RedisCluster as _Cluster
-        from redis.exceptions import RedisClusterException, RedisError
-
-        if client.get_encoder().decode_responses:
-            raise ValueError("the Redis client must not decode responses (the scripts answer in bytes)")
-        self._client = client
-        self._scripts: dict[str, AsyncScript] = {s.sha: client.register_script(s.source) for s in (_ACQUIRE, _ADJUST)}
-        self._cluster = isinstance(client, _Cluster)
-        self._gate = ClusterGate(client)
-        self.errors: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
-
-    async def run(self, script: _Script, key: str, arg: bytes) -> Any:
-        if not self._gate.ready:
-            await self._gate.wait()
-        return await self._scripts[script.sha](keys=[state_key(key)], args=(arg,))
-
-    async def run_many(self, script: _Script, args: dict[str, bytes]) -> None:
-        """A pipeline; on a cluster, whose pipelines refuse scripts, all commands in flight at once."""
-        if not self._gate.ready:
-            await self._gate.wait()
-        if self._cluster:
-            await asyncio.gather(*(self.run(script, key, arg) for key, arg in args.items()))
-            return
-        from redis.exceptions import NoScriptError
-
-        for attempt in (1, 2):
-            pipe = self._client.pipeline(transaction=False)
-            for key, arg in args.items():
-                pipe.evalsha(script.sha, 1, state_key(key), arg)
-            try:
-                await pipe.execute()
-                return
-            except NoScriptError:  # the server lost its scripts: nothing ran; load and again
-                if attempt == 2:
-                    raise
-                await self._client.script_load(script.source)
-
-    async def hmget(self, key: str) -> list[Any]:
-        if not self._gate.ready:
-            await self._gate.wait()
-        return await self._client.hmget(state_key(key), list(FIELDS))
-
-    async def ping(self) -> None:
-        await self._client.ping()
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
+_ACQUIRE = Script(ACQUIRE)
+_ADJUST = Script(ADJUST)
 
 
 class RedisBackend:
@@ -292,7 +158,7 @@ class RedisBackend:
         self.window = float(window)
         self._url = redact_url(url)
         self._ttl_ms = math.ceil(2 * self.window * 1000) + 1000
-        self._redis: _Commands = _OwnClient(client) if isinstance(client, RespClient) else _RedisPy(client)
+        self._redis: Commands = OwnClient(client) if isinstance(client, RespClient) else RedisPy(client)
         self._errors = self._redis.errors
         self._batch = SettlementBatch(self._adjust_many, what=self._url)
 
@@ -321,7 +187,7 @@ class RedisBackend:
     async def acquire(self, key: str, limits: Vector, charge: Vector, need: Vector, now: float) -> Decision:
         args = _pack(_ACQUIRE_ARGS, now, self.window, self._ttl_ms, *limits, *charge, *need)
         try:
-            reply: bytes = await self._redis.run(_ACQUIRE, key, args)
+            reply: bytes = await self._redis.run(_ACQUIRE, state_key(key), args)
         except self._errors as exc:
             raise self._unavailable(exc) from None
         state = list(_STATE.unpack_from(reply, 1))
@@ -335,7 +201,7 @@ class RedisBackend:
             return
         args = _pack(_ADJUST_ARGS, now, self.window, self._ttl_ms, *delta)
         try:
-            await self._redis.run(_ADJUST, key, args)
+            await self._redis.run(_ADJUST, state_key(key), args)
         except self._errors as exc:
             raise self._unavailable(exc) from None
 
@@ -349,11 +215,13 @@ class RedisBackend:
     async def _adjust_many(self, deltas: dict[str, Vector], now: float) -> None:
         """One round trip for the whole batch."""
         head = (now, self.window, self._ttl_ms)
-        await self._redis.run_many(_ADJUST, {key: _pack(_ADJUST_ARGS, *head, *delta) for key, delta in deltas.items()})
+        await self._redis.run_many(
+            _ADJUST, {state_key(key): _pack(_ADJUST_ARGS, *head, *delta) for key, delta in deltas.items()}
+        )
 
     async def peek(self, key: str, limits: Vector, now: float) -> Decision:
         try:
-            raw = await self._redis.hmget(key)
+            raw = await self._redis.hmget(state_key(key), FIELDS)
         except self._errors as exc:
             raise self._unavailable(exc) from None
         index, _ = _window.position(now, self.window)
