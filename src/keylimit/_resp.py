@@ -19,6 +19,7 @@ import asyncio
 import collections
 import contextlib
 import re
+import socket
 import ssl
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -128,6 +129,10 @@ class RespProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # A peer gone without a word (a dropped NAT entry) is noticed while idle too.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
     def write(self, data: bytes) -> None:
         self.writes += 1
