@@ -8,7 +8,6 @@ every request: the parts that depend only on the plan are built once per plan.
 
 from __future__ import annotations
 
-import functools
 import math
 
 from .backends._base import REQUESTS, Decision, Vector
@@ -42,18 +41,27 @@ def rate_limit_headers(decision: Decision, now: float, *, ietf: bool = False) ->
     dimension's says instead when the request will fit (as ``Retry-After`` does).
     """
     remaining = decision.remaining
-    reset_in = max(0.0, decision.reset_at - now)
+    reset_at = decision.reset_at
+    reset_in = reset_at - now
     if decision.exceeded is None and not ietf:  # the common case, written out
-        reset = _duration(math.ceil(reset_in * 1000) if reset_in > 0 else 0)
+        if reset_in > 0:
+            ms = math.ceil(reset_in * 1000)
+            reset = _DURATIONS.get(ms) or _duration(ms)
+        else:
+            reset = b"0s"
+        plan = _PLAN_HEADERS.get((decision.limits, decision.window)) or _plan_headers(
+            decision.limits, decision.window, False
+        )
         return [
-            *_plan_headers(decision.limits, decision.window, False),
+            *plan,
             (REMAINING_REQUESTS, b"%d" % remaining[0]),
             (REMAINING_PROMPT, b"%d" % remaining[1]),
             (REMAINING_COMPLETION, b"%d" % remaining[2]),
-            (RESET, b"%d" % math.ceil(decision.reset_at)),
+            (RESET, b"%d" % math.ceil(reset_at)),
             (RESET_REQUESTS, reset),
             (RESET_TOKENS, reset),
         ]
+    reset_in = max(0.0, reset_in)
     waits = [reset_in, reset_in, reset_in]
     if decision.exceeded is None:
         reset_requests = reset_tokens = openai_duration(reset_in)
@@ -76,7 +84,13 @@ def rate_limit_headers(decision: Decision, now: float, *, ietf: bool = False) ->
     return headers
 
 
-@functools.lru_cache(maxsize=1024)
+_PLAN_HEADERS: dict[tuple[Vector, float], tuple[Header, ...]] = {}
+"""The plain (not IETF) plan headers by (limits, window): few plans, so few entries."""
+_DURATIONS: dict[int, bytes] = {}
+"""Durations by millisecond: at most a window's worth (60,000 for a minute) of short strings."""
+_CACHED = 65536
+
+
 def _plan_headers(limits: Vector, window: float, ietf: bool) -> tuple[Header, ...]:
     headers = [
         (LIMIT_REQUESTS, b"%d" % limits[0]),
@@ -86,6 +100,9 @@ def _plan_headers(limits: Vector, window: float, ietf: bool) -> tuple[Header, ..
     if ietf:
         w = math.ceil(window)
         headers.append((POLICY, b", ".join(b"%s;q=%d;w=%d" % (_NAMES[d], limits[d], w) for d in range(3))))
+        return tuple(headers)
+    if len(_PLAN_HEADERS) < _CACHED:  # accounts with limits of their own add entries: bounded
+        _PLAN_HEADERS[(limits, window)] = tuple(headers)
     return tuple(headers)
 
 
@@ -97,8 +114,17 @@ def openai_duration(seconds: float) -> bytes:
     return _duration(math.ceil(seconds * 1000) if seconds > 0 else 0)
 
 
-@functools.lru_cache(maxsize=4096)
 def _duration(ms: int) -> bytes:
+    text = _DURATIONS.get(ms)
+    if text is not None:
+        return text
+    text = _format_duration(ms)
+    if len(_DURATIONS) < _CACHED:
+        _DURATIONS[ms] = text
+    return text
+
+
+def _format_duration(ms: int) -> bytes:
     if ms == 0:
         return b"0s"
     if ms < 1000:

@@ -127,18 +127,28 @@ class RateLimitMiddleware:
 
         request: TokenRequest | None = None
         refused: HTTPError | None = None  # a body too large or too slow, answered after counting
-        if scope["method"] == "POST" and _json_body(scope):
-            try:
-                body = await _read_body(scope, receive, self.max_body_bytes, self._deadlines)
-            except (RequestTooLarge, RequestTimeout) as exc:
-                refused = exc
-            else:
-                if body is None:
-                    return  # the client went away before sending its body
-                request = inspect_request(body, self.counter)
-                receive = _replay(body if request is None else request.body, receive)
-                if request is not None and request.body is not body:
-                    scope = _with_content_length(scope, len(request.body))
+        if scope["method"] == "POST":
+            json_body, length = _body_headers(scope["headers"])
+            if json_body:
+                limit = self.max_body_bytes
+                deadlines = self._deadlines
+                try:
+                    if length is not None and length.isdigit() and int(length) > limit:
+                        raise _too_large(limit)
+                    # A total deadline, not one per chunk: a client trickling bytes is bounded too.
+                    reading = _receive_body(receive, limit)
+                    body = await (reading if deadlines is None else deadlines.run(reading))
+                except RequestTooLarge as exc:
+                    refused = exc
+                except DeadlineExceeded:
+                    refused = RequestTimeout(f"The request body did not arrive within {self.body_timeout:g} seconds.")
+                else:
+                    if body is None:
+                        return  # the client went away before sending its body
+                    request = inspect_request(body, self.counter)
+                    receive = _replay(body if request is None else request.body, receive)
+                    if request is not None and request.body is not body:
+                        scope = _with_content_length(scope, len(request.body))
 
         if request is None:
             charge = need = _ONE_REQUEST
@@ -181,25 +191,14 @@ class RateLimitMiddleware:
         if request is None:
             await self.app(scope, receive, _with_headers(send, headers))
             return
-        await self._forward(scope, receive, send, headers, key, request, charge, (plan, account))
 
-    async def _forward(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        headers: list[tuple[bytes, bytes]],
-        key: str,
-        request: TokenRequest,
-        charge: Vector,
-        who: tuple[str, str | None],
-    ) -> None:
+        # A token-bearing request: the response is read as it passes, then settled.
         tap: Tap | None = None
+        strip = request.strip_usage
 
         async def send_reading(message: Message) -> None:
             nonlocal tap
-            kind = message["type"]
-            if kind == "http.response.body":
+            if message["type"] == "http.response.body":
                 if tap is None:
                     await send(message)
                     return
@@ -213,7 +212,7 @@ class RateLimitMiddleware:
                 await send(message)
                 tap.commit()
                 return
-            if kind == "http.response.start":
+            if message["type"] == "http.response.start":
                 raw = message.get("headers", ())
                 content_type = b""
                 owned = False
@@ -223,7 +222,7 @@ class RateLimitMiddleware:
                             content_type = value
                     elif not owned and is_rate_limit_header(name):
                         owned = True
-                tap = tap_for(content_type, request.strip_usage)
+                tap = tap_for(content_type, strip)
                 if tap is not None and tap.rewrites:  # stripping usage changes the length
                     message["headers"] = [
                         (n, v) for n, v in raw if not (is_rate_limit_header(n) or n == b"content-length")
@@ -235,39 +234,38 @@ class RateLimitMiddleware:
         try:
             await self.app(scope, receive, send_reading)
         finally:
-            self._settle(key, request, charge, tap, who)
+            self._settle(key, request, charge, tap, plan, account)
 
     def _settle(
-        self, key: str, request: TokenRequest, charge: Vector, tap: Tap | None, who: tuple[str, str | None]
+        self, key: str, request: TokenRequest, charge: Vector, tap: Tap | None, plan: str, account: str | None
     ) -> None:
         """Charge what the response used, once, whatever way it ended; never raises.
 
         Synchronous (the backend applies it at once or batches it), so that it also runs
-        from a cancelled task and costs the response no round trip.
+        from a cancelled task and costs the response no round trip. The prompt charge is
+        corrected to the reported ``usage.prompt_tokens``; completion tokens are the
+        reported ones, else the text sent counted.
         """
         try:
-            delta = self._delta(request, charge, tap)
+            usage = tap.usage if tap is not None else None
+            prompt_delta = 0
+            if usage is not None:
+                prompt = token_count(usage.get("prompt_tokens"))
+                if prompt is not None:
+                    prompt_delta = prompt - charge[1]
+                used = token_count(usage.get("completion_tokens")) or 0
+            elif tap is not None:
+                used = self.counter.count_text(tap.sent_text())
+            else:
+                used = 0
+            delta = (0, prompt_delta, used - charge[2])
             if delta != _NOTHING:
                 self.backend.settle(key, delta, self.clock())
             if self.metrics is not None:
-                self.metrics.charged("prompt_tokens", charge[1] + delta[1], *who)
-                self.metrics.charged("completion_tokens", charge[2] + delta[2], *who)
+                self.metrics.charged("prompt_tokens", charge[1] + delta[1], plan, account)
+                self.metrics.charged("completion_tokens", charge[2] + delta[2], plan, account)
         except Exception:
             logger.exception("could not settle a response on %s", key)
-
-    def _delta(self, request: TokenRequest, charge: Vector, tap: Tap | None) -> Vector:
-        usage = tap.usage if tap is not None else None
-        prompt_delta = 0
-        if usage is not None:
-            prompt = token_count(usage.get("prompt_tokens"))
-            if prompt is not None:
-                prompt_delta = prompt - charge[1]
-            used = token_count(usage.get("completion_tokens")) or 0
-        elif tap is not None:
-            used = self.counter.count_text(tap.sent_text())
-        else:
-            used = 0
-        return (0, prompt_delta, used - charge[2])
 
     def _log_refusal(
         self, key: str, principal: Principal | None, reason: str, limit: int | None, window: float = 0.0
@@ -320,28 +318,18 @@ def _replace_rate_limit_headers(
     return [*raw, *headers]
 
 
-def _json_body(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
+def _body_headers(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bool, bytes | None]:
+    """Whether the body is to be read as JSON, and its Content-Length, in one pass."""
+    content_type: bytes | None = None
+    length: bytes | None = None
+    for name, value in headers:
         if name == b"content-type":
-            return is_json(value)
-    return True  # no content type: servers such as FastAPI read the body as JSON
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int, deadlines: Deadlines | None) -> bytes | None:
-    """The whole body, or None if the client disconnected; ``RequestTooLarge`` past ``limit``
-    bytes, ``RequestTimeout`` when it has not all arrived within the deadlines' limit."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            if value.isdigit() and int(value) > limit:
-                raise _too_large(limit)
-            break
-    if deadlines is None:
-        return await _receive_body(receive, limit)
-    # A total deadline, not one per chunk: a client trickling a byte at a time is bounded too.
-    try:
-        return await deadlines.run(_receive_body(receive, limit))
-    except DeadlineExceeded:
-        raise RequestTimeout(f"The request body did not arrive within {deadlines.limit:g} seconds.") from None
+            if content_type is None:
+                content_type = value
+        elif name == b"content-length" and length is None:
+            length = value
+    # No content type: servers such as FastAPI read the body as JSON.
+    return content_type is None or is_json(content_type), length
 
 
 async def _receive_body(receive: Receive, limit: int) -> bytes | None:

@@ -11,7 +11,6 @@ usage-only event and the ``"usage"`` field of every other event.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import re
@@ -291,7 +290,11 @@ class SSETap(Tap):
 
 def tap_for(content_type: bytes, strip: bool) -> Tap | None:
     """The tap for a response of ``content_type``, or None to read nothing."""
-    kind = _tap_kind(content_type)
+    kind = _TAP_KINDS.get(content_type, _UNSEEN)
+    if kind is _UNSEEN:
+        kind = _tap_kind(content_type)
+        if len(_TAP_KINDS) < 256:  # a server sends few distinct content types: classify each once
+            _TAP_KINDS[content_type] = kind
     if kind is JSONTap:
         return JSONTap()
     if kind is SSETap:
@@ -299,9 +302,11 @@ def tap_for(content_type: bytes, strip: bool) -> Tap | None:
     return None
 
 
-@functools.lru_cache(maxsize=256)
+_UNSEEN = object()
+_TAP_KINDS: dict[bytes, object] = {}
+
+
 def _tap_kind(content_type: bytes) -> type[Tap] | None:
-    # A server sends few distinct content types: classify each once.
     if content_type.partition(b";")[0].strip().lower() == b"text/event-stream":
         return SSETap
     if is_json(content_type):

@@ -41,8 +41,12 @@ class MemoryBackend:
         self._swept = index
 
     async def acquire(self, key: str, limits: Vector, charge: Vector, need: Vector, now: float) -> Decision:
-        index = math.floor(now / self.window)  # as _window.position
-        return _window.decide(self._state(key, index), limits, charge, need, now, self.window)
+        window = self.window
+        index = math.floor(now / window)  # as _window.position
+        state = self._states.get(key)
+        if state is None or state[0] != index or index > self._swept + 1:
+            state = self._state(key, index)
+        return _window.decide(state, limits, charge, need, now, window)
 
     async def adjust(self, key: str, delta: Vector, now: float) -> None:
         index, _ = _window.position(now, self.window)
@@ -51,7 +55,10 @@ class MemoryBackend:
     def settle(self, key: str, delta: Vector, now: float) -> None:
         if delta != (0, 0, 0):
             index = math.floor(now / self.window)
-            _window.apply_delta(self._state(key, index), delta)
+            state = self._states.get(key)
+            if state is None or state[0] != index or index > self._swept + 1:
+                state = self._state(key, index)
+            _window.apply_delta(state, delta)
 
     async def flush(self) -> None:
         return None
