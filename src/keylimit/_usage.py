@@ -70,7 +70,12 @@ def inspect_request(raw: bytes, counter: TokenCounter) -> TokenRequest | None:
         if options is None or (isinstance(options, dict) and options.get("include_usage") is not True):
             raw = _ask_for_usage(raw, "stream_options" in body)
             strip_usage = True
-    return TokenRequest(raw, prompt_tokens, _reserve(body) if generates else 0, generates, strip_usage)
+    reserve = _reserve(body) if generates and ("max_tokens" in body or "max_completion_tokens" in body) else 0
+    # tuple.__new__ skips the named tuple's Python-level __new__ (every field is given).
+    return _new(TokenRequest, (raw, prompt_tokens, reserve, generates, strip_usage))
+
+
+_new = tuple.__new__
 
 
 _INCLUDE_USAGE = b'"stream_options":{"include_usage":true}}'
@@ -177,16 +182,28 @@ class JSONTap(Tap):
     __slots__ = ("_parts", "_size", "_tail")
 
     def __init__(self) -> None:
-        super().__init__()
+        self.usage = None
+        self._pending = []
+        self._sent = []
         self._parts: list[bytes] = []
         self._size = 0
         self._tail = b""
 
     def feed(self, chunk: bytes, more: bool) -> bytes:
-        self._size += len(chunk)
-        if not more and self._size == len(chunk) and self._size <= JSON_COPY_BYTES:
-            self._finish(chunk)  # the whole body in one chunk, the common case: no copy
+        if not more and not self._size:  # the whole body in one chunk, the common case: no copy
+            self._size = len(chunk)
+            if self._size <= JSON_PARSE_BYTES:
+                try:
+                    obj = _json.fast_loads(chunk)
+                except ValueError:
+                    obj = None
+                usage = obj.get("usage") if type(obj) is dict else None
+                if type(usage) is dict:
+                    self.usage = usage
+                    return chunk
+            self._finish(chunk)
             return chunk
+        self._size += len(chunk)
         if self._size <= JSON_COPY_BYTES:
             self._parts.append(chunk)
         else:
