@@ -10,7 +10,8 @@ aborted, and every pending call fails. A lost connection fails every pending cal
 next call connects again (one attempt shared by every caller, bounded by ``timeout``).
 
 Every failure is a ``RespFailure`` whose text is a class or an error code only, never a
-command, a key or a password. A client works on the event loop that first used it only.
+command, a key or a password. The connection belongs to the event loop that opened it: use
+a client from that loop only (after ``aclose()`` it may open one on another).
 """
 
 from __future__ import annotations

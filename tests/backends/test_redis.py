@@ -276,14 +276,14 @@ async def test_a_killed_server_fails_what_is_pending_and_a_restarted_one_is_used
 
 
 async def test_a_server_that_stops_answering_is_storage_unavailable_after_the_timeout(private: RedisServer) -> None:
-    backend = RedisBackend.from_url(private.url, WINDOW, timeout=0.3)
+    backend = RedisBackend.from_url(private.url, WINDOW, timeout=0.5)
     await backend.acquire("acct", PRO, ONE, ONE, T0)
     assert private.proc is not None
     private.proc.send_signal(signal.SIGSTOP)
     calls = [backend.acquire("acct", PRO, ONE, ONE, T0), backend.peek("acct", PRO, T0), backend.ping()]
     failures = await asyncio.gather(*calls, return_exceptions=True)
     assert [str(f) for f in failures] == [
-        f"rate limit storage {private.url} unavailable (ReplyTimeout: no reply within 0.3s)"
+        f"rate limit storage {private.url} unavailable (ReplyTimeout: no reply within 0.5s)"
     ] * 3
     private.proc.send_signal(signal.SIGCONT)
     assert (await backend.peek("acct", PRO, T0)).used[0] >= 1.0  # answering again, on a new connection

@@ -291,7 +291,7 @@ async def test_a_lost_connection_fails_what_is_pending_and_the_next_call_reconne
 
 
 async def test_a_server_that_stops_answering_times_out_every_pending_call(server: RedisServer) -> None:
-    client = client_for(server, timeout=0.3)
+    client = client_for(server, timeout=0.5)
     await client.execute(pack("PING"))
     assert server.proc is not None
     server.proc.send_signal(signal.SIGSTOP)
@@ -307,7 +307,7 @@ async def test_a_handshake_that_gets_no_answer_times_out(server: RedisServer) ->
     server.client().config_set("requirepass", "s3cret-pw")
     assert server.proc is not None
     server.proc.send_signal(signal.SIGSTOP)  # it accepts connections (the kernel does) but answers nothing
-    client = client_for(server, url=f"redis://:s3cret-pw@127.0.0.1:{server.port}/0", timeout=0.3)
+    client = client_for(server, url=f"redis://:s3cret-pw@127.0.0.1:{server.port}/0", timeout=0.5)
     with pytest.raises(ConnectFailed):
         await client.execute(pack("PING"))
     await client.aclose()
