@@ -74,6 +74,7 @@ class KeyAuthMiddleware:
         self.authenticator = authenticator
         self.open_paths = frozenset(open_paths)
         self.management_path = management_path.rstrip("/") if management_path else None
+        self._management_prefix = self.management_path + "/" if self.management_path is not None else None
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -131,7 +132,7 @@ class KeyAuthMiddleware:
         if path in self.open_paths:
             return True
         mp = self.management_path
-        if mp is not None and (path == mp or path.startswith(mp + "/")):
+        if mp is not None and (path == mp or path.startswith(self._management_prefix)):  # type: ignore[arg-type]
             return True
         if scope["type"] == "http" and scope["method"] == "OPTIONS":
             return any(name == b"access-control-request-method" for name, _ in scope["headers"])
@@ -139,8 +140,10 @@ class KeyAuthMiddleware:
 
     async def _authenticate(self, scope: ASGIScope) -> Principal:
         """The principal, or an ``HTTPError`` to answer with; nothing else escapes. Scopes are checked by the caller."""
-        values = [value for name, value in scope["headers"] if name == b"authorization"]
-        header = b", ".join(values) if values else None  # two headers make one invalid key
+        header: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":  # two headers make one invalid key
+                header = value if header is None else header + b", " + value
         client = scope.get("client")
         try:
             principal = await self.authenticator.authenticate(header, client[0] if client else None)

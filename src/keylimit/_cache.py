@@ -37,7 +37,7 @@ class Verified:
 
 
 class VerifiedCache:
-    __slots__ = ("_by_account", "_by_kid", "_clock", "_entries", "_secret", "epoch", "size", "ttl")
+    __slots__ = ("_by_account", "_by_kid", "_clock", "_entries", "_keyed", "epoch", "size", "ttl")
 
     def __init__(self, *, ttl: float, size: int, clock: Clock) -> None:
         if ttl < 0 or size < 0:
@@ -46,7 +46,8 @@ class VerifiedCache:
         self.size = size
         self.epoch = 0
         self._clock = clock
-        self._secret = secrets.token_bytes(32)
+        # A keyed hash, set up once: each digest copies it (cheaper than keying anew).
+        self._keyed = hashlib.blake2b(key=secrets.token_bytes(32), digest_size=16)
         self._entries: OrderedDict[bytes, Verified] = OrderedDict()
         self._by_kid: dict[str, set[bytes]] = {}
         self._by_account: dict[str, set[bytes]] = {}
@@ -58,7 +59,9 @@ class VerifiedCache:
         return len(self._entries)
 
     def digest(self, authorization: bytes) -> bytes:
-        return hashlib.blake2b(authorization, key=self._secret, digest_size=16).digest()
+        keyed = self._keyed.copy()
+        keyed.update(authorization)
+        return keyed.digest()
 
     def get(self, digest: bytes) -> Verified | None:
         """The entry, fresh or lapsed (the caller checks ``usable_until``)."""
