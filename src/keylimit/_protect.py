@@ -10,7 +10,6 @@ With no config, ``Config.from_env()``: so ``app.add_middleware(keylimit.Protect)
 from __future__ import annotations
 
 import importlib
-import logging
 
 from . import _runtime
 from ._auth import KeyAuthMiddleware
@@ -27,8 +26,6 @@ from .backends.memory import MemoryBackend
 from .management import management_app
 from .metrics import Metrics
 from .stores import KeyStore
-
-logger = logging.getLogger("keylimit")
 
 
 def load_token_counter(path: str | None) -> TokenCounter | None:

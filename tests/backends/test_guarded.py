@@ -65,7 +65,9 @@ async def test_fallback_counts_in_memory_and_returns_to_the_primary(
     assert not any(d.unknown for d in decisions)
     assert guarded.degraded
     assert len(warnings(caplog)) == 1
-    assert f"redis://127.0.0.1:{server.port}/0" in warnings(caplog)[0]
+    [warning] = warnings(caplog)
+    assert f"redis://127.0.0.1:{server.port}/0" in warning
+    assert warning.count("rate limit storage") == 1  # said once, not nested in itself
 
     server.start()
     clock.advance(1.0)

@@ -148,12 +148,15 @@ class GuardedBackend:
         self._down_since = now
         self._gap = FIRST_PROBE
         self._next_probe = now + self._gap
-        # Our own messages carry no secret; anything else is named by its class only.
-        reason = str(exc) if isinstance(exc, LimitStorageUnavailable) else type(exc).__name__
+        # Our own messages carry no secret and name the storage; anything else is named by its class only.
+        if isinstance(exc, LimitStorageUnavailable) and str(exc).startswith("rate limit storage"):
+            reason = what = str(exc)
+        else:
+            reason = type(exc).__name__
+            what = f"rate limit storage {self._where} unavailable ({reason})"
         logger.warning(
-            "rate limit storage %s unavailable (%s): %s until it answers again",
-            self._where,
-            reason,
+            "%s: %s until it answers again",
+            what,
             _WHILE_DOWN[self.policy],
             extra={"storage": "limits", "state": "down", "reason": reason, "policy": self.policy},
         )
