@@ -106,7 +106,7 @@ async def charge_redis(url: str, count: int, window: float = 60.0, batch: int = 
 
 
 async def redis_memory(count: int) -> dict[str, Any]:
-    """used_memory growth per account after ``count`` pro-plan accounts, and one account's hash."""
+    """used_memory growth per account after ``count`` pro-plan accounts, and one account's state key."""
     from keylimit.backends.redis import state_key
 
     server = c.RedisServer()

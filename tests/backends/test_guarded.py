@@ -11,7 +11,7 @@ from keylimit import ConfigurationError, LimitStorageUnavailable, ManualClock
 from keylimit.backends import Decision, Vector
 from keylimit.backends.guarded import GuardedBackend
 from keylimit.backends.memory import MemoryBackend
-from keylimit.backends.redis import RedisBackend, state_key
+from keylimit.backends.redis import RedisBackend, decode_state, state_key
 from tests._redis import RedisServer, free_port
 from tests.backends.conftest import T0, WINDOW
 
@@ -36,8 +36,8 @@ async def primary(server: RedisServer) -> AsyncIterator[RedisBackend]:
 
 
 def stored_requests(server: RedisServer, key: str = "acct") -> int:
-    raw = server.client().hget(state_key(key), "r")
-    return 0 if raw is None else int(float(raw))
+    state = decode_state(server.client().get(state_key(key)))
+    return 0 if state is None else int(state[1])
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -18,7 +18,7 @@ from redis.asyncio.connection import AbstractConnection
 from keylimit import LimitStorageUnavailable
 from keylimit._resp import RespProtocol
 from keylimit.backends._redis_clients import RedisPy
-from keylimit.backends.redis import RedisBackend, state_key
+from keylimit.backends.redis import RedisBackend, decode_state, state_key
 from tests._redis import RedisCluster, RedisServer, free_port
 from tests.backends.conftest import T0, WINDOW
 
@@ -101,10 +101,10 @@ async def test_admission_and_settlement_are_one_command_each(
     assert "script|load" not in stats
 
     await fast.peek("acct", PRO, T0)
-    assert sent == [b"HMGET"]
+    assert sent == [b"GET"]
     after = executed(nodes)
     assert after["evalsha"] == 15
-    assert after["hmget"] == stats["hmget"] + 1
+    assert after["get"] == stats["get"] + 1
     await fast.aclose()
 
 
@@ -158,7 +158,7 @@ async def test_one_hash_per_identity_in_one_cluster_slot(cluster_url: str, redis
         await backend.acquire(key, PRO, ONE, ONE, T0)
     keys = sorted(k for node in redis_cluster.nodes for k in node.client().keys("*"))
     assert keys == sorted(state_key(k).encode() for k in ("{a}", "b}", "2001:db8::1"))
-    assert state_key("{a}") == "kl:rl:{%7Ba%7D}"
+    assert state_key("{a}") == "kl:lim:{%7Ba%7D}"
     await backend.aclose()
 
 
@@ -296,7 +296,9 @@ async def test_a_password_protected_server_and_a_database_from_the_url(
     private.client().config_set("requirepass", "s3cret-pw")
     right = RedisBackend.from_url(f"redis://:s3cret-pw@127.0.0.1:{private.port}/3", WINDOW)
     assert (await right.acquire("acct", PRO, ONE, ONE, T0)).allowed
-    assert redis.Redis(port=private.port, password="s3cret-pw", db=3).hget(state_key("acct"), "r") == b"1"
+    stored = decode_state(redis.Redis(port=private.port, password="s3cret-pw", db=3).get(state_key("acct")))
+    assert stored is not None
+    assert stored[1] == 1
     assert redis.Redis(port=private.port, password="s3cret-pw", db=0).exists(state_key("acct")) == 0
 
     wrong = RedisBackend.from_url(f"redis://:wr0ng-pw@127.0.0.1:{private.port}/3", WINDOW)
@@ -333,4 +335,17 @@ async def test_admissions_cancelled_while_in_flight_leave_the_connection_in_step
     # Each caller got its own reply: the cancelled ones were written, so they count.
     assert [d.used[0] for d in answered] == [2.0, 4.0, 6.0, 8.0, 10.0]
     assert (await backend.peek("acct", PRO, T0)).used[0] == 11.0
+    await backend.aclose()
+
+
+async def test_a_state_key_holding_something_else_counts_as_no_state(redis_url: str) -> None:
+    backend = RedisBackend.from_url(redis_url, WINDOW)
+    client = redis.Redis.from_url(redis_url)
+    client.set(state_key("junk"), b"not seven doubles")
+    decision = await backend.acquire("junk", PRO, ONE, ONE, T0)
+    assert decision.allowed
+    assert decision.used == (0.0, 0.0, 0.0)
+    stored = decode_state(client.get(state_key("junk")))
+    assert stored is not None
+    assert stored[1:4] == [1.0, 0.0, 0.0]
     await backend.aclose()

@@ -45,7 +45,7 @@ class Commands(Protocol):
 
     async def run_many(self, script: Script, args: dict[str, bytes]) -> None: ...
 
-    async def hmget(self, key: str, fields: tuple[str, ...]) -> list[Any]: ...
+    async def get(self, key: str) -> bytes | None: ...
 
     async def ping(self) -> None: ...
 
@@ -85,10 +85,10 @@ class OwnClient:
         if errors:
             raise errors[0]
 
-    async def hmget(self, key: str, fields: tuple[str, ...]) -> list[Any]:
-        reply = await self._client.execute(pack("HMGET", key, *fields))
-        if not isinstance(reply, list):
-            raise ProtocolViolation("HMGET")
+    async def get(self, key: str) -> bytes | None:
+        reply = await self._client.execute(pack("GET", key))
+        if reply is not None and not isinstance(reply, bytes):
+            raise ProtocolViolation("GET")
         return reply
 
     async def ping(self) -> None:
@@ -144,10 +144,13 @@ class RedisPy:
                     raise
                 await self._client.script_load(script.source)
 
-    async def hmget(self, key: str, fields: tuple[str, ...]) -> list[Any]:
+    async def get(self, key: str) -> bytes | None:
         if not self._gate.ready:
             await self._gate.wait()
-        return await self._client.hmget(key, list(fields))
+        reply = await self._client.get(key)
+        if isinstance(reply, str):  # pragma: no cover - clients that decode are refused up front
+            raise ProtocolViolation("GET")
+        return reply
 
     async def ping(self) -> None:
         await self._client.ping()

@@ -1,8 +1,9 @@
 """``redis://``, ``rediss://``, ``redis+cluster://``: the fast path, one script per admission.
 
-An identity's whole state is one small hash ``kl:rl:{<identity>}`` (the braces are the
-cluster hash tag) holding the window index and the current and previous counts of the
-three dimensions, with a TTL of about two windows. The acquire script rolls, checks and
+An identity's whole state is one 56-byte string ``kl:lim:{<identity>}`` (the braces are
+the cluster hash tag): the window index and the current and previous counts of the three
+dimensions as seven little-endian doubles, with a TTL of about two windows (Redis 6.0 or
+later, for ``SET ... KEEPTTL``). The acquire script rolls, checks and
 charges it atomically and returns the rolled counts from before the charge; the
 ``Decision`` is then computed in Python by ``_window``, the same code as the memory
 backend's, with the same floating-point operations as the script, so both agree exactly.
@@ -29,52 +30,50 @@ if TYPE_CHECKING:
     from redis.asyncio.cluster import RedisCluster
 
 SETTING = "KEYLIMIT_LIMITS_URL"
-FIELDS = ("i", "r", "p", "c", "R", "P", "C")
-"""Hash fields: window index, current requests/prompt/completion, previous ones."""
 
 _ACQUIRE_ARGS = struct.Struct("<12d")
 _ADJUST_ARGS = struct.Struct("<6d")
-_STATE = struct.Struct("<7d")
+STATE = struct.Struct("<7d")
+"""The stored state: window index, current requests/prompt/completion, previous ones."""
 _MAX_DOUBLE = sys.float_info.max
 
 # Shared by both scripts, after each has unpacked its one argument (little-endian
 # doubles: cheaper to send and to read than a dozen decimal strings) into locals, the
-# first three being ``now``, ``window`` and ``ttl`` (ms). The state of KEYS[1] is rolled
-# to the window of ``now`` into ``index`` and ``v`` (current counts, then previous
-# ones); ``moved`` says whether the state enters a new window (or is new). A caller
-# whose clock lags behind the stored window counts in the stored window, as
-# ``_window.roll`` does.
+# first three being ``now``, ``window`` and ``ttl`` (ms). The state of KEYS[1] (one
+# string of seven doubles, as ``STATE``; anything else there counts as no state) is
+# rolled to the window of ``now`` into ``index`` and the counts ``r p c`` (current)
+# and ``R P C`` (previous); ``moved`` says whether the state enters a new window (or is
+# new). A caller whose clock lags behind the stored window counts in the stored window,
+# as ``_window.roll`` does.
 _ROLL = """
 local index = math.floor(now / window)
 local frac = (now - index * window) / window
-local s = redis.call('HMGET', KEYS[1], 'i', 'r', 'p', 'c', 'R', 'P', 'C')
-local held = tonumber(s[1])
-local v = {0, 0, 0, 0, 0, 0}
+local raw = redis.call('GET', KEYS[1])
+local held = nil
+local r, p, c, R, P, C = 0, 0, 0, 0, 0, 0
 local moved = true
-if held ~= nil and held >= index - 1 then
-  for n = 1, 6 do v[n] = tonumber(s[n + 1]) or 0 end
-  if held == index - 1 then
-    v[4], v[5], v[6] = v[1], v[2], v[3]
-    v[1], v[2], v[3] = 0, 0, 0
-  else
-    index = held
+if raw and #raw == 56 then
+  local h, a1, a2, a3, b1, b2, b3 = struct.unpack('<ddddddd', raw)
+  held = h
+  if h == index - 1 then
+    R, P, C = a1, a2, a3
+  elseif h >= index then
+    index = h
     moved = false
+    r, p, c, R, P, C = a1, a2, a3, b1, b2, b3
   end
 end
 """
 
-
-# Writes ``index`` and ``v`` (inlined: a Lua closure per call costs). The TTL is set
-# when the state enters a window, its first write there: the state matters until the
-# end of the next window, at most two windows later.
+# Writes the state. The TTL is set when the state enters a window, its first write
+# there (the state matters until the end of the next window, at most two windows
+# later); later writes in the window keep it.
 _STORE = """
-local f = string.format
+local state = struct.pack('<ddddddd', index, r, p, c, R, P, C)
 if moved then
-  redis.call('HSET', KEYS[1], 'i', f('%.17g', index), 'r', f('%.17g', v[1]), 'p', f('%.17g', v[2]),
-    'c', f('%.17g', v[3]), 'R', f('%.17g', v[4]), 'P', f('%.17g', v[5]), 'C', f('%.17g', v[6]))
-  redis.call('PEXPIRE', KEYS[1], f('%d', ttl))
+  redis.call('SET', KEYS[1], state, 'PX', string.format('%d', ttl))
 else
-  redis.call('HSET', KEYS[1], 'r', f('%.17g', v[1]), 'p', f('%.17g', v[2]), 'c', f('%.17g', v[3]))
+  redis.call('SET', KEYS[1], state, 'KEEPTTL')
 end
 """
 
@@ -87,13 +86,12 @@ ACQUIRE = (
     "local now, window, ttl, l1, l2, l3, c1, c2, c3, n1, n2, n3 = struct.unpack('<dddddddddddd', ARGV[1])\n"
     + _ROLL
     + """
-local out = struct.pack('<ddddddd', index, v[1], v[2], v[3], v[4], v[5], v[6])
+local out = struct.pack('<ddddddd', index, r, p, c, R, P, C)
 local w = 1 - frac
-if (n1 > 0 and v[4] * w + v[1] + n1 > l1) or (n2 > 0 and v[5] * w + v[2] + n2 > l2)
-    or (n3 > 0 and v[6] * w + v[3] + n3 > l3) then
+if (n1 > 0 and R * w + r + n1 > l1) or (n2 > 0 and P * w + p + n2 > l2) or (n3 > 0 and C * w + c + n3 > l3) then
   return '0' .. out
 end
-v[1], v[2], v[3] = v[1] + c1, v[2] + c2, v[3] + c3
+r, p, c = r + c1, p + c2, c + c3
 """
     + _STORE
     + """
@@ -106,14 +104,11 @@ ADJUST = (
     "local now, window, ttl, d1, d2, d3 = struct.unpack('<dddddd', ARGV[1])\n"
     + _ROLL
     + """
-local touched = false
-for d, delta in ipairs({d1, d2, d3}) do
-  if delta ~= 0 then
-    v[d] = math.max(0, v[d] + delta)
-    touched = true
-  end
-end
-if not touched or (held == nil and v[1] + v[2] + v[3] == 0) then return 0 end
+if d1 == 0 and d2 == 0 and d3 == 0 then return 0 end
+if d1 ~= 0 then r = math.max(0, r + d1) end
+if d2 ~= 0 then p = math.max(0, p + d2) end
+if d3 ~= 0 then c = math.max(0, c + d3) end
+if held == nil and r + p + c == 0 then return 0 end
 """
     + _STORE
     + """
@@ -134,9 +129,14 @@ def _pack(form: struct.Struct, *values: float) -> bytes:
 
 
 def state_key(identity: str) -> str:
-    """The hash of ``identity``. Braces are escaped so that the hash tag stays the identity's."""
+    """The key of ``identity``'s state. Braces are escaped so that the hash tag stays the identity's."""
     tag = identity.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
-    return f"kl:rl:{{{tag}}}"
+    return f"kl:lim:{{{tag}}}"
+
+
+def decode_state(raw: bytes | None) -> list[float] | None:
+    """A stored state as ``[index, cur x3, prev x3]``; None for none (or anything else)."""
+    return list(STATE.unpack(raw)) if raw is not None and len(raw) == STATE.size else None
 
 
 _ACQUIRE = Script(ACQUIRE)
@@ -190,7 +190,7 @@ class RedisBackend:
             reply: bytes = await self._redis.run(_ACQUIRE, state_key(key), args)
         except self._errors as exc:
             raise self._unavailable(exc) from None
-        state = list(_STATE.unpack_from(reply, 1))
+        state = list(STATE.unpack_from(reply, 1))
         decision = _window.decide(state, limits, charge, need, now, self.window)
         if decision.allowed != (reply[:1] == b"1"):  # pragma: no cover - same arithmetic on both sides
             raise LimitStorageUnavailable(f"rate limit storage {self._url}: script and backend disagree")
@@ -221,14 +221,14 @@ class RedisBackend:
 
     async def peek(self, key: str, limits: Vector, now: float) -> Decision:
         try:
-            raw = await self._redis.hmget(state_key(key), FIELDS)
+            stored = decode_state(await self._redis.get(state_key(key)))
         except self._errors as exc:
             raise self._unavailable(exc) from None
         index, _ = _window.position(now, self.window)
-        if raw[0] is None:
+        if stored is None:
             state = _window.new_state(index)
         else:
-            state = [float(x or 0) for x in raw]
+            state = stored
             _window.roll(state, index)
         return _window.decide(state, limits, (0, 0, 0), (0, 0, 0), now, self.window)
 
