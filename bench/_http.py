@@ -1,9 +1,11 @@
 """Over HTTP: uvicorn with one worker in a subprocess on a loopback port, loaded by ``wrk``
 (C, one thread: not the bottleneck; its CPU use is recorded to show it) with a Lua script
-that POSTs the chat body with the key. Throughput and latency, bare vs keylimit (memory)."""
+that POSTs the chat body with the key. Throughput and latency, bare vs keylimit (memory),
+in two uvicorn configurations (``CONFIGS``), all four servers' runs interleaved."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import resource
@@ -20,11 +22,21 @@ from . import _common as c
 ROOT = Path(__file__).resolve().parent.parent
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
+CONFIGS: dict[str, tuple[str, ...]] = {
+    "h11": ("--http", "h11", "--loop", "asyncio"),
+    "httptools": ("--http", "httptools", "--loop", "uvloop"),
+}
+"""uvicorn's HTTP parser and event loop, passed explicitly: ``h11`` is what plain ``uvicorn``
+runs; ``httptools`` what ``uvicorn[standard]`` picks (and vLLM deployments run)."""
+_NEEDS = {"httptools": ("httptools", "uvloop")}
+SUBJECTS = ("bare", "keylimit-mem")
+_APPS = {"bare": "bare", "keylimit-mem": "keylimit"}
+
 
 class Server:
-    """``uvicorn --factory bench.apps:<name>`` on a free port, one worker."""
+    """``uvicorn --factory bench.apps:<name>`` on a free port, one worker, with ``flags``."""
 
-    def __init__(self, name: str, env: dict[str, str]) -> None:
+    def __init__(self, name: str, env: dict[str, str], flags: tuple[str, ...]) -> None:
         self.port = c.free_port()
         self.url = f"http://127.0.0.1:{self.port}{c.PATH}"
         self.proc = subprocess.Popen(
@@ -45,6 +57,7 @@ class Server:
                 "--no-access-log",
                 "--log-level",
                 "warning",
+                *flags,
             ],
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
@@ -125,56 +138,75 @@ def _ms(text: str) -> float:
     return round(float(number) * _UNITS[unit], 3)
 
 
+def _order(rounds: int) -> list[list[tuple[str, str]]]:
+    """The runs of each round, (configuration, subject): every configuration's pair in turn,
+    the pair's order and the configurations' order swapped every other round."""
+    out = []
+    for r in range(rounds):
+        configs = list(CONFIGS) if r % 2 == 0 else list(reversed(CONFIGS))
+        subjects = list(SUBJECTS) if r % 2 == 0 else list(reversed(SUBJECTS))
+        out.append([(config, subject) for config in configs for subject in subjects])
+    return out
+
+
 async def run(seconds: int, rounds: int, connections: int) -> dict[str, Any]:
     if not shutil.which("wrk"):
         raise SystemExit("the HTTP section needs wrk (apt-get install -y wrk), or skip it with --skip http")
+    missing = [m for config in CONFIGS for m in _NEEDS.get(config, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SystemExit(
+            f"the HTTP section needs {', '.join(missing)} (pip install -e '.[bench]', which has uvicorn[standard])"
+        )
     tmp = c.tempdir()
     config = c.keylimit_config(tmp / "keys.db", "memory://")
     token = await c.create_key(config)
     env = {"KEYLIMIT_KEYS_URL": config.keys_url, "KEYLIMIT_LIMITS_URL": "memory://"}
-    servers = {"bare": Server("bare", {}), "keylimit-mem": Server("keylimit", env)}
+    envs = {"bare": {}, "keylimit-mem": env}
     auth = {"bare": {}, "keylimit-mem": {"Authorization": f"Bearer {token}"}}
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
-    out: dict[str, Any] = {
-        "seconds": seconds,
-        "rounds": rounds,
-        "connections": connections,
-        "server": "uvicorn, 1 worker, " + _uvicorn_impl(),
-        "load": "wrk -t1",
-    }
+    for name in SUBJECTS:
+        lua_script(tmp / f"{name}.lua", auth[name])
+    servers: dict[tuple[str, str], Server] = {}
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     try:
-        for name, server in servers.items():
+        for cfg, flags in CONFIGS.items():
+            for name in SUBJECTS:
+                servers[cfg, name] = Server(_APPS[name], envs[name], flags)
+                results[cfg, name] = []
+        for (cfg, name), server in servers.items():
             answer = server.wait_ready(auth[name])
             if name != "bare" and "x-ratelimit-remaining-requests" not in answer:
-                raise SystemExit("keylimit over HTTP answered without X-Ratelimit headers")
-            script = tmp / f"{name}.lua"
-            lua_script(script, auth[name])
-            wrk(server.url, script, 1, connections)  # warm-up
-        for _ in range(rounds):
-            for name, server in servers.items():
+                raise SystemExit(f"keylimit over HTTP ({cfg}) answered without X-Ratelimit headers")
+            wrk(server.url, tmp / f"{name}.lua", 1, connections)  # warm-up
+        for runs in _order(rounds):
+            for cfg, name in runs:
+                server = servers[cfg, name]
                 cpu0 = server.cpu_seconds()
                 t0 = time.perf_counter()
                 result = wrk(server.url, tmp / f"{name}.lua", seconds, connections)
                 cpu = server.cpu_seconds() - cpu0
                 result["server_cpu_percent"] = round(100 * cpu / (time.perf_counter() - t0), 1)
-                results[name].append(result)
+                results[cfg, name].append(result)
     finally:
         for server in servers.values():
             server.stop()
-    for name, rs in results.items():
-        out[name] = {
-            k: round(statistics.median(r[k] for r in rs), 3)
-            for k in ("rps", "p50_ms", "p99_ms", "wrk_cpu_percent", "server_cpu_percent")
-        }
-        out[name]["non_2xx"] = sum(r["non_2xx"] for r in rs)
-        out[name]["rounds"] = rs
-    out["throughput_ratio"] = round(out["keylimit-mem"]["rps"] / out["bare"]["rps"], 3)
+    out: dict[str, Any] = {
+        "seconds": seconds,
+        "rounds": rounds,
+        "connections": connections,
+        "server": "uvicorn, 1 worker",
+        "load": "wrk -t1",
+        "configs": list(CONFIGS),
+    }
+    for cfg, flags in CONFIGS.items():
+        section: dict[str, Any] = {"flags": " ".join(flags)}
+        for name in SUBJECTS:
+            rs = results[cfg, name]
+            section[name] = {
+                k: round(statistics.median(r[k] for r in rs), 3)
+                for k in ("rps", "p50_ms", "p99_ms", "wrk_cpu_percent", "server_cpu_percent")
+            }
+            section[name]["non_2xx"] = sum(r["non_2xx"] for r in rs)
+            section[name]["rounds"] = rs
+        section["throughput_ratio"] = round(section["keylimit-mem"]["rps"] / section["bare"]["rps"], 3)
+        out[cfg] = section
     return out
-
-
-def _uvicorn_impl() -> str:
-    import importlib.util
-
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    return f"{loop} loop, {http}"

@@ -1,8 +1,11 @@
 """In-process overhead: each subject's ASGI app called directly (no network, no HTTP parsing)
-with the issue's POST /v1/chat/completions, subjects interleaved over rounds."""
+with the issue's POST /v1/chat/completions, subjects interleaved over rounds. Wall time and
+this process's CPU time per request."""
 
 from __future__ import annotations
 
+import gc
+import time
 from typing import Any
 
 from . import _common as c
@@ -16,6 +19,7 @@ SUBJECTS = (
     "keylimit-redis",
     "redis-rtt",
     "redis-rtt-raw",
+    "bare+rtt",
 )
 ROUND_TRIPS = ("redis-rtt", "redis-rtt-raw")
 """Subjects that are one Redis round trip, not a request: no overhead over the bare app."""
@@ -77,6 +81,14 @@ async def build(names: tuple[str, ...] | list[str]) -> tuple[dict[str, c.Call], 
             calls[name] = call
             closers.append(closer)
             continue
+        elif name == "bare+rtt":
+            subject = c.Subject(c.chat_app())
+            await c.start(subject)
+            await c.check(subject, name)
+            rtt, rtt_closer = await raw_rtt_call(c.RedisServer().url)
+            calls[name] = _then(_caller(subject), rtt)
+            closers += [_closer(subject), rtt_closer]
+            continue
         else:
             raise SystemExit(f"unknown in-process subject {name!r} (known: {', '.join(SUBJECTS)})")
         await c.check(subject, name)
@@ -94,6 +106,18 @@ def _caller(subject: c.Subject) -> c.Call:
     return call
 
 
+def _then(first: c.Call, second: c.Call) -> c.Call:
+    """``first`` then ``second``: for ``bare+rtt``, the bare app's request followed by one
+    EVALSHA round trip, what any Redis-backed limiter pays at least per request, in context
+    (right after a request's work a round trip costs more than in a tight loop of them)."""
+
+    async def call() -> Any:
+        await first()
+        return await second()
+
+    return call
+
+
 def _closer(subject: c.Subject) -> c.Call:
     async def close() -> None:
         await c.close(subject)
@@ -101,16 +125,58 @@ def _closer(subject: c.Subject) -> c.Call:
     return close
 
 
+async def interleaved(
+    calls: dict[str, c.Call], n: int, rounds: int, warmup: int = 200
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """As ``_common.interleaved`` (rotating order each round), with this process's CPU time
+    (``time.process_time``) beside the wall time: microseconds per call of each subject, one
+    figure per round, wall and CPU. CPU time leaves out waiting (on Redis, on a descheduled
+    vCPU), so it is the steadier figure; it does not include the redis-server's own CPU."""
+    for call in calls.values():
+        for _ in range(warmup):
+            await call()
+    names = list(calls)
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            call = calls[name]
+            gc.collect()
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await call()
+            t1 = time.perf_counter()
+            c1 = time.process_time()
+            wall[name].append((t1 - t0) / n * 1e6)
+            cpu[name].append((c1 - c0) / n * 1e6)
+    return wall, cpu
+
+
+def _overhead(us: dict[str, float]) -> dict[str, float]:
+    bare = us.get("bare")
+    if bare is None:
+        return {}
+    return {name: round(v - bare, 2) for name, v in us.items() if name not in ("bare", *ROUND_TRIPS)}
+
+
 async def run(names: list[str], n: int, rounds: int) -> dict[str, Any]:
     calls, closers = await build(names)
     try:
-        per_round = await c.interleaved(calls, n, rounds)
+        per_round, per_round_cpu = await interleaved(calls, n, rounds)
     finally:
         for closer in closers:
             await closer()
     us = {name: c.median(xs) for name, xs in per_round.items()}
-    bare = us.get("bare")
-    overhead = {
-        name: round(v - bare, 2) for name, v in us.items() if bare is not None and name not in ("bare", *ROUND_TRIPS)
+    cpu = {name: c.median(xs) for name, xs in per_round_cpu.items()}
+    return {
+        "n": n,
+        "rounds": rounds,
+        "us_per_request": us,
+        "overhead_us": _overhead(us),
+        "cpu_us_per_request": cpu,
+        "cpu_overhead_us": _overhead(cpu),
+        "per_round_us": per_round,
+        "per_round_cpu_us": per_round_cpu,
     }
-    return {"n": n, "rounds": rounds, "us_per_request": us, "overhead_us": overhead, "per_round_us": per_round}

@@ -1,6 +1,6 @@
 """keylimit's benchmark suite: every measurement of issue 5 side by side in one run.
 
-    python bench/run.py                      # everything, full sizes (about 5 minutes on 2 cores)
+    python bench/run.py                      # everything, full sizes (about 4-6 minutes on 2 cores)
     python bench/run.py --quick              # a smoke run with small sizes (about 1-2 minutes)
     python bench/run.py --only inprocess,redis --n 5000 --rounds 9
     python bench/run.py --skip http,cold --keys 1000000 --accounts 100000
@@ -115,7 +115,18 @@ async def measure(a: argparse.Namespace) -> dict[str, Any]:
 
 def meta(a: argparse.Namespace) -> dict[str, Any]:
     versions: dict[str, str | None] = {}
-    for dist in ("keylimit", "starlette", "redis", "limits", "slowapi", "argon2-cffi", "uvicorn", "httpx"):
+    for dist in (
+        "keylimit",
+        "starlette",
+        "redis",
+        "limits",
+        "slowapi",
+        "argon2-cffi",
+        "uvicorn",
+        "httptools",
+        "uvloop",
+        "httpx",
+    ):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
