@@ -63,3 +63,30 @@ def test_stripping_usage_from_an_event_keeps_its_numbers_exact() -> None:
     out = tap.feed(b"data: " + json.dumps(event).encode() + b"\n\n", more=True)
     [data] = [line[6:] for line in out.split(b"\n") if line.startswith(b"data: ")]
     assert json.loads(data) == {k: v for k, v in event.items() if k != "usage"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}',
+        b'{"id": "c", "usage": null, "choices": [{"delta": {"content": "say \\"usage\\": null"}}]}',
+        b'{"usage" : null , "id":"c","choices":[{"delta":{"content":"x"}}]}',
+        b'{"id":"c","choices":[{"delta":{"content":"x"}}],"usage":null,"seed":18446744073709551617}',
+    ],
+)
+def test_a_null_usage_is_cut_out_of_the_event_text_and_nothing_else(text: bytes) -> None:
+    tap = SSETap(strip=True)
+    out = tap.feed(b"data: " + text + b"\n\n", more=True)
+    [data] = [line[6:] for line in out.split(b"\n") if line.startswith(b"data: ")]
+    expected = {k: v for k, v in json.loads(text).items() if k != "usage"}
+    assert json.loads(data) == expected
+    assert len(data) < len(text)
+    assert b'"usage"' not in data
+
+
+def test_a_nested_usage_key_leaves_the_rewrite_to_the_standard_library() -> None:
+    text = b'{"id":"c","choices":[{"delta":{"content":"x"},"usage":null}],"usage":null}'
+    tap = SSETap(strip=True)
+    out = tap.feed(b"data: " + text + b"\n\n", more=True)
+    [data] = [line[6:] for line in out.split(b"\n") if line.startswith(b"data: ")]
+    assert json.loads(data) == {"id": "c", "choices": [{"delta": {"content": "x"}, "usage": None}]}
