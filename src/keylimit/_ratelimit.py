@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ def account_identity(account_id: str) -> str:
     return f"acct:{account_id}"
 
 
+_IETF_NAMES = (b"ratelimit", b"ratelimit-policy")
 _NOTHING: Vector = (0, 0, 0)
 _ONE_REQUEST: Vector = (1, 0, 0)
 _DIMENSION_WORDS = {"requests": "requests", "prompt_tokens": "prompt tokens", "completion_tokens": "completion tokens"}
@@ -91,6 +93,7 @@ class RateLimitMiddleware:
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self._deadlines = Deadlines(body_timeout) if body_timeout is not None else None
+        self._plan_limits: dict[str, Vector] = {}
         self.reserve_max_tokens = reserve_max_tokens
         self.ietf_headers = ietf_headers
         self.metrics = metrics
@@ -98,6 +101,12 @@ class RateLimitMiddleware:
         management = management_path.rstrip("/")
         self._exempt_exact = frozenset((*open_paths, management)) if management else frozenset(open_paths)
         self._exempt_prefixes = (management + "/",) if management else ()
+
+    def _limits_of(self, plan: str) -> Vector:
+        limits = self.plans.resolve(plan).as_tuple()
+        if len(self._plan_limits) < 1024:  # plan names, not accounts: few
+            self._plan_limits[plan] = limits
+        return limits
 
     async def aclose(self) -> None:
         """Close the limit backend if this middleware opened it from a URL."""
@@ -114,9 +123,12 @@ class RateLimitMiddleware:
             return
         principal: Principal | None = scope.get(PRINCIPAL_SCOPE_KEY)
         if principal is not None:
-            key = account_identity(principal.account_id)
+            key = f"acct:{principal.account_id}"  # account_identity(), inline on the hot path
             plan = principal.plan
-            limits = self.plans.resolve(plan, principal.limits).as_tuple()
+            if principal.limits is None:
+                limits = self._plan_limits.get(plan) or self._limits_of(plan)
+            else:
+                limits = principal.limits.as_tuple()
         else:
             ident = self.identity(scope)
             if ident is None:
@@ -136,8 +148,7 @@ class RateLimitMiddleware:
                     if length is not None and length.isdigit() and int(length) > limit:
                         raise _too_large(limit)
                     # A total deadline, not one per chunk: a client trickling bytes is bounded too.
-                    reading = _receive_body(receive, limit)
-                    body = await (reading if deadlines is None else deadlines.run(reading))
+                    body = await _receive_body(receive, limit, deadlines)
                 except RequestTooLarge as exc:
                     refused = exc
                 except DeadlineExceeded:
@@ -220,15 +231,17 @@ class RateLimitMiddleware:
                     if name == b"content-type":
                         if not content_type:
                             content_type = value
-                    elif not owned and is_rate_limit_header(name):
+                    elif not owned and (name.startswith(b"x-ratelimit-") or name in _IETF_NAMES):
                         owned = True
                 tap = tap_for(content_type, strip)
                 if tap is not None and tap.rewrites:  # stripping usage changes the length
                     message["headers"] = [
                         (n, v) for n, v in raw if not (is_rate_limit_header(n) or n == b"content-length")
                     ] + headers
+                elif owned:
+                    message["headers"] = [h for h in raw if not is_rate_limit_header(h[0])] + headers
                 else:
-                    message["headers"] = _replace_rate_limit_headers(raw, headers, owned)
+                    message["headers"] = [*raw, *headers]
             await send(message)
 
         try:
@@ -332,22 +345,34 @@ def _body_headers(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bool, bytes |
     return content_type is None or is_json(content_type), length
 
 
-async def _receive_body(receive: Receive, limit: int) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        if not chunks and not message.get("more_body", False):
-            return chunk
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+async def _receive_body(receive: Receive, limit: int, deadlines: Deadlines | None) -> bytes | None:
+    """The whole body, or None if the client disconnected; ``RequestTooLarge`` past ``limit``
+    bytes; ``DeadlineExceeded`` when ``deadlines`` runs out first (a total deadline, not one
+    per chunk: a client trickling bytes is bounded too)."""
+    task = deadlines.begin() if deadlines is not None else None
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            if not chunks and not message.get("more_body", False):
+                return chunk
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+    except asyncio.CancelledError:
+        if task is not None and deadlines is not None and deadlines.expired(task):
+            raise DeadlineExceeded from None
+        raise
+    finally:
+        if task is not None and deadlines is not None:
+            deadlines.end(task)
 
 
 def _too_large(limit: int) -> RequestTooLarge:
