@@ -234,10 +234,6 @@ def render(doc: dict[str, Any]) -> str:
                 "loop lag during p99 / max ms",
                 f"{lag['loop_lag_during']['p99_ms']} / {lag['loop_lag_during']['max_ms']}",
             ],
-            [
-                f"cores per active key (re-verify every {cold['cache_ttl_seconds']} s)",
-                cold["reverify_cores_per_active_key"],
-            ],
         ]
         parts.append(_table("Cold path", ["measure", "value"], rows))
     if doc["targets"]:

@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -138,7 +138,7 @@ async def subjects() -> tuple[dict[str, c.Subject], list[c.Subject]]:
     protect.info["decision"] = await backend.peek(account_identity(principal.account_id), limits, time.time())
     floor = c.Subject(floor_app())
     await c.start(floor)
-    by_name = {name: protect for name in VARIANTS}
+    by_name = dict.fromkeys(VARIANTS, protect)
     by_name["bare"], by_name["floor"] = bare, floor
     return by_name, [bare, protect, floor]
 
@@ -183,8 +183,16 @@ def callgrind(names: list[str], n: int) -> dict[str, float]:
 
     def instructions(name: str, count: int) -> int:
         out = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__]
-            + [f"--one={name}", "--n", str(count)],
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--callgrind-out-file=/dev/null",
+                sys.executable,
+                __file__,
+                f"--one={name}",
+                "--n",
+                str(count),
+            ],
             capture_output=True,
             text=True,
             check=True,
