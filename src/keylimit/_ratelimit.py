@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
 
+from ._body import body_headers, receive_body, replay, too_large, with_content_length
 from ._clock import Clock, system_clock
 from ._deadline import DeadlineExceeded, Deadlines
 from ._errors import (
@@ -22,9 +22,10 @@ from ._headers import is_rate_limit_header, rate_limit_headers
 from ._models import Principal
 from ._plans import Plans
 from ._responses import send_error
+from ._taps import Tap, tap_for
 from ._tokens import EstimatingTokenCounter, TokenCounter
 from ._types import PRINCIPAL_SCOPE_KEY, ASGIApp, Message, Receive, Scope, Send
-from ._usage import Tap, TokenRequest, inspect_request, is_json, tap_for, token_count
+from ._usage import TokenRequest, inspect_request, token_count
 from .backends import DIMENSIONS, Decision, LimitBackend, Vector, open_limit_backend
 from .metrics import Metrics
 
@@ -123,7 +124,7 @@ class RateLimitMiddleware:
             return
         principal: Principal | None = scope.get(PRINCIPAL_SCOPE_KEY)
         if principal is not None:
-            key = f"acct:{principal.account_id}"  # account_identity(), inline on the hot path
+            key = account_identity(principal.account_id)
             plan = principal.plan
             if principal.limits is None:
                 limits = self._plan_limits.get(plan) or self._limits_of(plan)
@@ -140,15 +141,15 @@ class RateLimitMiddleware:
         request: TokenRequest | None = None
         refused: HTTPError | None = None  # a body too large or too slow, answered after counting
         if scope["method"] == "POST":
-            json_body, length = _body_headers(scope["headers"])
+            json_body, length = body_headers(scope["headers"])
             if json_body:
                 limit = self.max_body_bytes
                 deadlines = self._deadlines
                 try:
                     if length is not None and length.isdigit() and int(length) > limit:
-                        raise _too_large(limit)
+                        raise too_large(limit)
                     # A total deadline, not one per chunk: a client trickling bytes is bounded too.
-                    body = await _receive_body(receive, limit, deadlines)
+                    body = await receive_body(receive, limit, deadlines)
                 except RequestTooLarge as exc:
                     refused = exc
                 except DeadlineExceeded:
@@ -157,9 +158,9 @@ class RateLimitMiddleware:
                     if body is None:
                         return  # the client went away before sending its body
                     request = inspect_request(body, self.counter)
-                    receive = _replay(body if request is None else request.body, receive)
+                    receive = replay(body if request is None else request.body, receive)
                     if request is not None and request.body is not body:
-                        scope = _with_content_length(scope, len(request.body))
+                        scope = with_content_length(scope, len(request.body))
 
         if request is None:
             charge = need = _ONE_REQUEST
@@ -329,72 +330,3 @@ def _replace_rate_limit_headers(
     if owned:
         return [h for h in raw if not is_rate_limit_header(h[0])] + headers
     return [*raw, *headers]
-
-
-def _body_headers(headers: Sequence[tuple[bytes, bytes]]) -> tuple[bool, bytes | None]:
-    """Whether the body is to be read as JSON, and its Content-Length, in one pass."""
-    content_type: bytes | None = None
-    length: bytes | None = None
-    for name, value in headers:
-        if name == b"content-type":
-            if content_type is None:
-                content_type = value
-        elif name == b"content-length" and length is None:
-            length = value
-    # No content type: servers such as FastAPI read the body as JSON.
-    return content_type is None or is_json(content_type), length
-
-
-async def _receive_body(receive: Receive, limit: int, deadlines: Deadlines | None) -> bytes | None:
-    """The whole body, or None if the client disconnected; ``RequestTooLarge`` past ``limit``
-    bytes; ``DeadlineExceeded`` when ``deadlines`` runs out first (a total deadline, not one
-    per chunk: a client trickling bytes is bounded too)."""
-    task = deadlines.begin() if deadlines is not None else None
-    try:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            if not chunks and not message.get("more_body", False):
-                return chunk
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-    except asyncio.CancelledError:
-        if task is not None and deadlines is not None and deadlines.expired(task):
-            raise DeadlineExceeded from None
-        raise
-    finally:
-        if task is not None and deadlines is not None:
-            deadlines.end(task)
-
-
-def _too_large(limit: int) -> RequestTooLarge:
-    return RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives the body read already, then passes through."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if replayed:
-            return await receive()
-        replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
-
-
-def _with_content_length(scope: Scope, length: int) -> Scope:
-    """``scope`` with its Content-Length (if it has one) set to ``length``."""
-    value = b"%d" % length
-    headers = [(n, value if n == b"content-length" else v) for n, v in scope["headers"]]
-    return {**scope, "headers": headers}

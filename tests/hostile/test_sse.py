@@ -20,8 +20,8 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from keylimit._taps import MAX_EVENT_BYTES
 from keylimit._types import Receive, Scope, Send
-from keylimit._usage import MAX_EVENT_BYTES
 
 from ._harness import Harness, pieces, read_body
 from .conftest import CASES

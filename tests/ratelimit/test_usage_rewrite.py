@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from keylimit._taps import SSETap
 from keylimit._tokens import EstimatingTokenCounter
-from keylimit._usage import SSETap, inspect_request
+from keylimit._usage import inspect_request
 
 COUNTER = EstimatingTokenCounter()
 BIG = 18446744073709551617  # past 64 bits
