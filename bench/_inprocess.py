@@ -4,8 +4,6 @@ this process's CPU time per request."""
 
 from __future__ import annotations
 
-import gc
-import time
 from typing import Any
 
 from . import _common as c
@@ -125,35 +123,6 @@ def _closer(subject: c.Subject) -> c.Call:
     return close
 
 
-async def interleaved(
-    calls: dict[str, c.Call], n: int, rounds: int, warmup: int = 200
-) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """As ``_common.interleaved`` (rotating order each round), with this process's CPU time
-    (``time.process_time``) beside the wall time: microseconds per call of each subject, one
-    figure per round, wall and CPU. CPU time leaves out waiting (on Redis, on a descheduled
-    vCPU), so it is the steadier figure; it does not include the redis-server's own CPU."""
-    for call in calls.values():
-        for _ in range(warmup):
-            await call()
-    names = list(calls)
-    wall: dict[str, list[float]] = {name: [] for name in names}
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            call = calls[name]
-            gc.collect()
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            for _ in range(n):
-                await call()
-            t1 = time.perf_counter()
-            c1 = time.process_time()
-            wall[name].append((t1 - t0) / n * 1e6)
-            cpu[name].append((c1 - c0) / n * 1e6)
-    return wall, cpu
-
-
 def _overhead(us: dict[str, float]) -> dict[str, float]:
     bare = us.get("bare")
     if bare is None:
@@ -164,7 +133,7 @@ def _overhead(us: dict[str, float]) -> dict[str, float]:
 async def run(names: list[str], n: int, rounds: int) -> dict[str, Any]:
     calls, closers = await build(names)
     try:
-        per_round, per_round_cpu = await interleaved(calls, n, rounds)
+        per_round, per_round_cpu = await c.interleaved_with_cpu(calls, n, rounds)
     finally:
         for closer in closers:
             await closer()

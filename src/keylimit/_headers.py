@@ -44,16 +44,9 @@ def rate_limit_headers(decision: Decision, now: float, *, ietf: bool = False) ->
     reset_at = decision.reset_at
     reset_in = reset_at - now
     if decision.exceeded is None and not ietf:  # the common case, written out
-        if reset_in > 0:
-            ms = math.ceil(reset_in * 1000)
-            reset = _DURATIONS.get(ms) or _duration(ms)
-        else:
-            reset = b"0s"
-        plan = _PLAN_HEADERS.get((decision.limits, decision.window)) or _plan_headers(
-            decision.limits, decision.window, False
-        )
+        reset = _duration(math.ceil(reset_in * 1000)) if reset_in > 0 else b"0s"
         return [
-            *plan,
+            *_plan_headers(decision.limits, decision.window, False),
             (REMAINING_REQUESTS, b"%d" % remaining[0]),
             (REMAINING_PROMPT, b"%d" % remaining[1]),
             (REMAINING_COMPLETION, b"%d" % remaining[2]),
@@ -92,6 +85,10 @@ _CACHED = 65536
 
 
 def _plan_headers(limits: Vector, window: float, ietf: bool) -> tuple[Header, ...]:
+    if not ietf:
+        cached = _PLAN_HEADERS.get((limits, window))
+        if cached is not None:
+            return cached
     headers = [
         (LIMIT_REQUESTS, b"%d" % limits[0]),
         (LIMIT_PROMPT, b"%d" % limits[1]),

@@ -19,9 +19,6 @@ import orjson
 _orjson_loads = orjson.loads
 _OrjsonError = orjson.JSONDecodeError
 
-fast_loads = orjson.loads
-"""orjson alone: ``ValueError`` for what it refuses (``loads`` may still accept it)."""
-
 
 def loads(raw: bytes | str) -> Any:
     """Parse ``raw``; ``ValueError`` (or ``RecursionError``) when it is not JSON."""

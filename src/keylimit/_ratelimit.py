@@ -37,7 +37,6 @@ def account_identity(account_id: str) -> str:
     return f"acct:{account_id}"
 
 
-_IETF_NAMES = (b"ratelimit", b"ratelimit-policy")
 _NOTHING: Vector = (0, 0, 0)
 _ONE_REQUEST: Vector = (1, 0, 0)
 _DIMENSION_WORDS = {"requests": "requests", "prompt_tokens": "prompt tokens", "completion_tokens": "completion tokens"}
@@ -94,7 +93,6 @@ class RateLimitMiddleware:
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self._deadlines = Deadlines(body_timeout) if body_timeout is not None else None
-        self._plan_limits: dict[str, Vector] = {}
         self.reserve_max_tokens = reserve_max_tokens
         self.ietf_headers = ietf_headers
         self.metrics = metrics
@@ -102,12 +100,6 @@ class RateLimitMiddleware:
         management = management_path.rstrip("/")
         self._exempt_exact = frozenset((*open_paths, management)) if management else frozenset(open_paths)
         self._exempt_prefixes = (management + "/",) if management else ()
-
-    def _limits_of(self, plan: str) -> Vector:
-        limits = self.plans.resolve(plan).as_tuple()
-        if len(self._plan_limits) < 1024:  # plan names, not accounts: few
-            self._plan_limits[plan] = limits
-        return limits
 
     async def aclose(self) -> None:
         """Close the limit backend if this middleware opened it from a URL."""
@@ -126,10 +118,7 @@ class RateLimitMiddleware:
         if principal is not None:
             key = account_identity(principal.account_id)
             plan = principal.plan
-            if principal.limits is None:
-                limits = self._plan_limits.get(plan) or self._limits_of(plan)
-            else:
-                limits = principal.limits.as_tuple()
+            limits = self.plans.resolve(plan, principal.limits).as_tuple()
         else:
             ident = self.identity(scope)
             if ident is None:
@@ -232,17 +221,15 @@ class RateLimitMiddleware:
                     if name == b"content-type":
                         if not content_type:
                             content_type = value
-                    elif not owned and (name.startswith(b"x-ratelimit-") or name in _IETF_NAMES):
+                    elif not owned and is_rate_limit_header(name):
                         owned = True
                 tap = tap_for(content_type, strip)
                 if tap is not None and tap.rewrites:  # stripping usage changes the length
                     message["headers"] = [
                         (n, v) for n, v in raw if not (is_rate_limit_header(n) or n == b"content-length")
                     ] + headers
-                elif owned:
-                    message["headers"] = [h for h in raw if not is_rate_limit_header(h[0])] + headers
                 else:
-                    message["headers"] = [*raw, *headers]
+                    message["headers"] = _replace_rate_limit_headers(raw, headers, owned)
             await send(message)
 
         try:

@@ -98,15 +98,6 @@ class JSONTap(Tap):
     def feed(self, chunk: bytes, more: bool) -> bytes:
         if not more and not self._size:  # the whole body in one chunk, the common case: no copy
             self._size = len(chunk)
-            if self._size <= JSON_PARSE_BYTES:
-                try:
-                    obj = _json.fast_loads(chunk)
-                except ValueError:
-                    obj = None
-                usage = obj.get("usage") if type(obj) is dict else None
-                if type(usage) is dict:
-                    self.usage = usage
-                    return chunk
             self._finish(chunk)
             return chunk
         self._size += len(chunk)

@@ -57,7 +57,7 @@ def inspect_request(raw: bytes, counter: TokenCounter) -> TokenRequest | None:
         if options is None or (isinstance(options, dict) and options.get("include_usage") is not True):
             raw = _ask_for_usage(raw, "stream_options" in body)
             strip_usage = True
-    reserve = _reserve(body) if generates and ("max_tokens" in body or "max_completion_tokens" in body) else 0
+    reserve = _reserve(body) if generates else 0
     # tuple.__new__ skips the named tuple's Python-level __new__ (every field is given).
     return _new(TokenRequest, (raw, prompt_tokens, reserve, generates, strip_usage))
 

@@ -24,9 +24,12 @@ class MemoryBackend:
         return f"MemoryBackend(window={self.window!r})"
 
     def _state(self, key: str, index: int) -> _window.State:
+        state = self._states.get(key)
+        if state is not None and state[0] == index and index <= self._swept + 1:
+            return state  # the common case: current, and no sweep due
         if index > self._swept + 1:
             self._sweep(index)
-        state = self._states.get(key)
+            state = self._states.get(key)
         if state is None:
             state = self._states[key] = _window.new_state(index)
         elif state[0] < index:
@@ -41,12 +44,8 @@ class MemoryBackend:
         self._swept = index
 
     async def acquire(self, key: str, limits: Vector, charge: Vector, need: Vector, now: float) -> Decision:
-        window = self.window
-        index = math.floor(now / window)  # as _window.position
-        state = self._states.get(key)
-        if state is None or state[0] != index or index > self._swept + 1:
-            state = self._state(key, index)
-        return _window.decide(state, limits, charge, need, now, window)
+        index = math.floor(now / self.window)  # as _window.position
+        return _window.decide(self._state(key, index), limits, charge, need, now, self.window)
 
     async def adjust(self, key: str, delta: Vector, now: float) -> None:
         index, _ = _window.position(now, self.window)
@@ -54,11 +53,7 @@ class MemoryBackend:
 
     def settle(self, key: str, delta: Vector, now: float) -> None:
         if delta != (0, 0, 0):
-            index = math.floor(now / self.window)
-            state = self._states.get(key)
-            if state is None or state[0] != index or index > self._swept + 1:
-                state = self._state(key, index)
-            _window.apply_delta(state, delta)
+            _window.apply_delta(self._state(key, math.floor(now / self.window)), delta)
 
     async def flush(self) -> None:
         return None
