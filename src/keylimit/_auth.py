@@ -80,24 +80,37 @@ class KeyAuthMiddleware:
         if scope["type"] == "lifespan":
             await self.app(scope, self._lifespan_receive(receive), send)
             return
-        if scope["type"] not in ("http", "websocket") or self._passes(scope):
+        if scope["type"] not in ("http", "websocket") or self.passes(scope):
             await self.app(scope, receive, send)
             return
+        if self.recall(scope) is not None or await self.admit(scope, send) is not None:
+            await self.app(scope, receive, send)
+
+    def recall(self, scope: ASGIScope) -> Principal | None:
+        """The caller's principal if its key is fresh in the cache and allowed this request,
+        recorded in ``scope``; else None, and ``admit`` decides. No I/O, no await."""
+        principal = self.authenticator.recall(_authorization(scope))
+        if principal is None or not _allows(principal, scope):
+            return None
+        _record(scope, principal)
+        return principal
+
+    async def admit(self, scope: ASGIScope, send: Send) -> Principal | None:
+        """The caller's principal, recorded in ``scope``; or None when the request was
+        refused (the answer is sent)."""
         try:
             principal = await self._authenticate(scope)
         except HTTPError as error:
             await self._refuse(scope, send, error, None)
-            return
+            return None
         if not _allows(principal, scope):
             method = scope.get("method", "WEBSOCKET")
             granted = ", ".join(sorted(s.value for s in principal.scopes))
             denied = InsufficientScope(f"This API key's scopes ({granted}) do not allow {method} requests.")
             await self._refuse(scope, send, denied, principal)
-            return
-        scope[PRINCIPAL_SCOPE_KEY] = principal
-        scope["user"] = principal
-        scope["auth"] = _credentials(principal.scopes)
-        await self.app(scope, receive, send)
+            return None
+        _record(scope, principal)
+        return principal
 
     async def _refuse(self, scope: ASGIScope, send: Send, error: HTTPError, principal: Principal | None) -> None:
         reason = _REASONS.get(type(error), error.code)
@@ -127,7 +140,9 @@ class KeyAuthMiddleware:
         else:
             await send_error(send, error)
 
-    def _passes(self, scope: ASGIScope) -> bool:
+    def passes(self, scope: ASGIScope) -> bool:
+        """Whether the request goes through unauthenticated (open paths, the management API,
+        CORS preflights)."""
         path: str = scope["path"]
         if path in self.open_paths:
             return True
@@ -140,13 +155,9 @@ class KeyAuthMiddleware:
 
     async def _authenticate(self, scope: ASGIScope) -> Principal:
         """The principal, or an ``HTTPError`` to answer with; nothing else escapes. Scopes are checked by the caller."""
-        header: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":  # two headers make one invalid key
-                header = value if header is None else header + b", " + value
         client = scope.get("client")
         try:
-            principal = await self.authenticator.authenticate(header, client[0] if client else None)
+            principal = await self.authenticator.authenticate(_authorization(scope), client[0] if client else None)
         except HTTPError:
             raise
         except StorageUnavailable as exc:
@@ -178,6 +189,20 @@ class KeyAuthMiddleware:
                 await self._owned_store.aclose()
         except Exception as exc:
             logger.warning("could not close the key store cleanly (%s)", type(exc).__name__)
+
+
+def _authorization(scope: ASGIScope) -> bytes | None:
+    header: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":  # two headers make one invalid key
+            header = value if header is None else header + b", " + value
+    return header
+
+
+def _record(scope: ASGIScope, principal: Principal) -> None:
+    scope[PRINCIPAL_SCOPE_KEY] = principal
+    scope["user"] = principal
+    scope["auth"] = _credentials(principal.scopes)
 
 
 @functools.lru_cache(maxsize=64)

@@ -148,12 +148,35 @@ class Authenticator:
 
     # -- the hot path ------------------------------------------------------------------------
 
+    def recall(self, authorization: bytes | None) -> Principal | None:
+        """The principal of a key verified and still fresh in the cache, else None (then
+        ``authenticate`` decides). Synchronous: the path of nearly every request."""
+        if authorization is None or len(authorization) > MAX_HEADER or not self._started:
+            return None
+        if asyncio.get_running_loop() is not self._loop:
+            return None  # a new event loop: ``authenticate`` starts the store on it first
+        cache = self._cache
+        digest = cache.digest(authorization)
+        entry = cache.get(digest)
+        if entry is None:
+            return None
+        now = self.clock()
+        if not now < entry.usable_until:
+            return None
+        if self.metrics is not None:
+            self.metrics.cache_hit()
+        self._used(entry.record.kid, now)
+        return entry.principal
+
     async def authenticate(self, authorization: bytes | None, client: str | None) -> Principal:
         """The caller's principal.
 
         Raises ``MissingKey``, ``InvalidKey``, ``AuthThrottled`` (too many failures from
         ``client``) or ``KeyStoreUnavailable`` (store down and the key not cached).
         """
+        principal = self.recall(authorization)
+        if principal is not None:
+            return principal
         if not self._started or asyncio.get_running_loop() is not self._loop:
             await self.start()
         now = self.clock()
@@ -162,11 +185,6 @@ class Authenticator:
         if authorization is not None and len(authorization) <= MAX_HEADER:
             digest = self._cache.digest(authorization)
             entry = self._cache.get(digest)
-            if entry is not None and now < entry.usable_until:
-                if self.metrics is not None:
-                    self.metrics.cache_hit()
-                self._used(entry.record.kid, now)
-                return entry.principal
         try:
             parsed = parse_bearer(authorization, self.key_format)
         except MissingKey:

@@ -60,7 +60,7 @@ class Protect:
             if isinstance(guard, GuardedBackend):
                 guard.metrics = metrics
                 metrics.watch_degraded(lambda: guard.degraded)
-        limited = RateLimitMiddleware(
+        self._limiter = limited = RateLimitMiddleware(
             app,
             limits=self.limits,
             plans=plans,
@@ -75,7 +75,7 @@ class Protect:
             management_path=config.management_path,
             metrics=self.metrics,
         )
-        self.app = KeyAuthMiddleware(
+        self.app = self._auth = KeyAuthMiddleware(
             limited,
             authenticator=self.authenticator,
             open_paths=config.open_paths,
@@ -97,20 +97,32 @@ class Protect:
         return f"Protect(config={self.config!r})"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope_type = scope["type"]
-        if scope_type == "http" and self.metrics is not None and scope["path"] == self.config.metrics_path:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if self.metrics is not None and path == self.config.metrics_path:
             await self._serve_metrics(send, self.metrics)
-        elif scope_type == "http" and self.management is not None and self._is_management(scope["path"]):
+        elif self.management is not None and self._is_management(path):
             if not self._started:
                 # Store events (revocations from other processes) must reach the cache even
                 # when the first requests are management ones.
                 self._started = True
                 await self.authenticator.start()
             await self.management(scope, receive, send)
-        elif scope_type == "lifespan":
-            await self._lifespan(scope, receive, send)
-        else:
+        elif self._auth.passes(scope):
             await self.app(scope, receive, send)
+        else:
+            # What ``self.app`` does, the two layers called directly: one frame, one path check.
+            principal = self._auth.recall(scope)
+            if principal is None:
+                principal = await self._auth.admit(scope, send)
+                if principal is None:
+                    return  # refused, and answered
+            await self._limiter.limit(scope, receive, send, principal)
 
     async def _serve_metrics(self, send: Send, metrics: Metrics) -> None:
         body, content_type = metrics.exposition()

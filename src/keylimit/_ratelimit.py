@@ -114,7 +114,11 @@ class RateLimitMiddleware:
         if path in self._exempt_exact or path.startswith(self._exempt_prefixes):
             await self.app(scope, receive, send)
             return
-        principal: Principal | None = scope.get(PRINCIPAL_SCOPE_KEY)
+        await self.limit(scope, receive, send, scope.get(PRINCIPAL_SCOPE_KEY))
+
+    async def limit(self, scope: Scope, receive: Receive, send: Send, principal: Principal | None) -> None:
+        """Admit an HTTP request that is not exempt, for ``principal``'s account (None: by
+        ``identity``), and serve it or answer the refusal."""
         if principal is not None:
             key = account_identity(principal.account_id)
             plan = principal.plan
