@@ -155,6 +155,49 @@ def chat_app(chunks: int = 16) -> ASGIApp:
     return app  # type: ignore[no-any-return]
 
 
+def floor_app() -> ASGIApp:
+    """``chat_app`` behind a middleware that does only what any body-reading, header-adding
+    middleware must: read the body, replay it, add nine ``X-Ratelimit-*`` headers to the answer."""
+    inner = chat_app()
+    extra = [  # the nine headers keylimit sends, with values of the same length
+        (b"x-ratelimit-limit-requests", b"1000000000"),
+        (b"x-ratelimit-limit-prompt-tokens", b"1000000000000"),
+        (b"x-ratelimit-limit-completion-tokens", b"1000000000000"),
+        (b"x-ratelimit-remaining-requests", b"999999999"),
+        (b"x-ratelimit-remaining-prompt-tokens", b"999999999950"),
+        (b"x-ratelimit-remaining-completion-tokens", b"999999999998"),
+        (b"x-ratelimit-reset", b"1796000000"),
+        (b"x-ratelimit-reset-requests", b"41.318s"),
+        (b"x-ratelimit-reset-tokens", b"41.318s"),
+    ]
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def add_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        await inner(scope, replay, add_headers)
+
+    return app
+
+
 async def _events(chunks: int, usage: bool) -> Any:
     for i in range(chunks):
         event: dict[str, Any] = {

@@ -29,8 +29,10 @@ CONFIGS: dict[str, tuple[str, ...]] = {
 """uvicorn's HTTP parser and event loop, passed explicitly: ``h11`` is what plain ``uvicorn``
 runs; ``httptools`` what ``uvicorn[standard]`` picks (and vLLM deployments run)."""
 _NEEDS = {"httptools": ("httptools", "uvloop")}
-SUBJECTS = ("bare", "keylimit-mem")
-_APPS = {"bare": "bare", "keylimit-mem": "keylimit"}
+SUBJECTS = ("bare", "floor", "keylimit-mem")
+"""``floor``: the bare app behind a pass-through that reads the body and adds the nine
+headers (``_common.floor_app``): what the server itself spends on a limiter's headers."""
+_APPS = {"bare": "bare", "floor": "floor", "keylimit-mem": "keylimit"}
 
 
 class Server:
@@ -161,8 +163,8 @@ async def run(seconds: int, rounds: int, connections: int) -> dict[str, Any]:
     config = c.keylimit_config(tmp / "keys.db", "memory://")
     token = await c.create_key(config)
     env = {"KEYLIMIT_KEYS_URL": config.keys_url, "KEYLIMIT_LIMITS_URL": "memory://"}
-    envs = {"bare": {}, "keylimit-mem": env}
-    auth = {"bare": {}, "keylimit-mem": {"Authorization": f"Bearer {token}"}}
+    envs = {"bare": {}, "floor": {}, "keylimit-mem": env}
+    auth = {"bare": {}, "floor": {}, "keylimit-mem": {"Authorization": f"Bearer {token}"}}
     for name in SUBJECTS:
         lua_script(tmp / f"{name}.lua", auth[name])
     servers: dict[tuple[str, str], Server] = {}
@@ -174,7 +176,7 @@ async def run(seconds: int, rounds: int, connections: int) -> dict[str, Any]:
                 results[cfg, name] = []
         for (cfg, name), server in servers.items():
             answer = server.wait_ready(auth[name])
-            if name != "bare" and "x-ratelimit-remaining-requests" not in answer:
+            if name == "keylimit-mem" and "x-ratelimit-remaining-requests" not in answer:
                 raise SystemExit(f"keylimit over HTTP ({cfg}) answered without X-Ratelimit headers")
             wrk(server.url, tmp / f"{name}.lua", 1, connections)  # warm-up
         for runs in _order(rounds):
@@ -208,5 +210,6 @@ async def run(seconds: int, rounds: int, connections: int) -> dict[str, Any]:
             section[name]["non_2xx"] = sum(r["non_2xx"] for r in rs)
             section[name]["rounds"] = rs
         section["throughput_ratio"] = round(section["keylimit-mem"]["rps"] / section["bare"]["rps"], 3)
+        section["floor_ratio"] = round(section["floor"]["rps"] / section["bare"]["rps"], 3)
         out[cfg] = section
     return out

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import chat_app, protect_class
+from ._common import chat_app, floor_app, protect_class
 
 
 def bare() -> Any:
     return chat_app()
+
+
+def floor() -> Any:
+    return floor_app()
 
 
 def keylimit() -> Any:

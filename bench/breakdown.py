@@ -37,6 +37,7 @@ from bench import _common as c  # noqa: E402
 VARIANTS = {
     "bare": "the Starlette app alone",
     "floor": "a middleware that reads and replays the body and adds nine headers, nothing else",
+    "lean": "the allowed path's work written straight in one function: what the leanest keylimit could cost",
     "full": "Protect, memory backends: everything",
     "-key check": "the Authorization header looked up in the verified-key cache",
     "-prompt estimate": "the body parsed (orjson) and its prompt tokens estimated",
@@ -46,18 +47,77 @@ VARIANTS = {
 }
 
 
-def floor_app() -> c.ASGIApp:
+def lean_app(authorization: bytes, limits: tuple[int, int, int]) -> c.ASGIApp:
+    """The work of the allowed path, and nothing more, in one function: the key looked up
+    by its keyed digest, the body parsed and its prompt estimated (keylimit's estimate),
+    the sliding window checked and charged, the nine header values built, the response's
+    ``usage`` read and settled. No failure handling, no second body chunk, no deadline, no
+    metrics, no configuration: a lower bound for any keylimit in Python, not a limiter."""
+    import hashlib
+    import math
+
+    import orjson
+
+    from keylimit._headers import openai_duration
+    from keylimit._tokens import EstimatingTokenCounter
+
     inner = c.chat_app()
-    extra = [(b"x-ratelimit-limit-requests", b"1000000000")] * 9
+    count_prompt = EstimatingTokenCounter().count_prompt
+    keyed = hashlib.blake2b(key=b"k" * 32, digest_size=16)
+
+    def digest(header: bytes) -> bytes:
+        h = keyed.copy()
+        h.update(header)
+        return h.digest()
+
+    accounts = {digest(authorization): "acct:bench"}
+    plan = [
+        (n, b"%d" % v)
+        for n, v in zip(
+            (b"x-ratelimit-limit-requests", b"x-ratelimit-limit-prompt-tokens", b"x-ratelimit-limit-completion-tokens"),
+            limits,
+            strict=True,
+        )
+    ]
+    states: dict[str, list[float]] = {}
+    window = 60.0
+    l0, l1, l2 = limits
 
     async def app(scope: c.Scope, receive: c.Receive, send: c.Send) -> None:
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        header = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value
+        key = accounts.get(digest(header)) if header is not None else None
+        if key is None:
+            raise RuntimeError("the lean variant knows one key")
+        first = await receive()
+        prompt = count_prompt(orjson.loads(first["body"]))
+        now = time.time()
+        index = math.floor(now / window)
+        state = states.get(key)
+        if state is None or state[0] != index:
+            state = states[key] = [float(index), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        weight = 1.0 - (now - index * window) / window
+        u0 = state[4] * weight + state[1]
+        u1 = state[5] * weight + state[2]
+        u2 = state[6] * weight + state[3]
+        if u0 + 1 > l0 or u1 + prompt > l1 or u2 + 1 > l2:
+            raise RuntimeError("the lean variant has no refusals")
+        state[1] += 1
+        state[2] += prompt
+        reset_at = (index + 1) * window
+        reset = openai_duration(reset_at - now)
+        headers = [
+            *plan,
+            (b"x-ratelimit-remaining-requests", b"%d" % (l0 - u0 - 1)),
+            (b"x-ratelimit-remaining-prompt-tokens", b"%d" % (l1 - u1 - prompt)),
+            (b"x-ratelimit-remaining-completion-tokens", b"%d" % (l2 - u2)),
+            (b"x-ratelimit-reset", b"%d" % math.ceil(reset_at)),
+            (b"x-ratelimit-reset-requests", reset),
+            (b"x-ratelimit-reset-tokens", reset),
+        ]
+        usage = None
         replayed = False
 
         async def replay() -> c.Message:
@@ -65,14 +125,20 @@ def floor_app() -> c.ASGIApp:
             if replayed:
                 return await receive()
             replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return first
 
-        async def add_headers(message: c.Message) -> None:
+        async def reading(message: c.Message) -> None:
+            nonlocal usage
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
+                message["headers"] = [*message.get("headers", ()), *headers]
+            else:
+                usage = orjson.loads(message["body"]).get("usage")
             await send(message)
 
-        await inner(scope, replay, add_headers)
+        await inner(scope, replay, reading)
+        if usage is not None:
+            state[2] += usage["prompt_tokens"] - prompt
+            state[3] += usage["completion_tokens"]
 
     return app
 
@@ -82,6 +148,8 @@ def without(part: str, subject: c.Subject) -> Iterator[None]:
     """``subject`` with ``part`` replaced by a constant of what it produced for the first request."""
     import keylimit._ratelimit as rl
     from keylimit._authenticator import Authenticator
+    from keylimit._headers import rate_limit_headers
+    from keylimit._tokens import EstimatingTokenCounter
     from keylimit._usage import inspect_request
     from keylimit.backends.memory import MemoryBackend
 
@@ -94,12 +162,9 @@ def without(part: str, subject: c.Subject) -> Iterator[None]:
     if part == "-key check":
         principal = subject.info["principal"]
 
-        async def authenticate(self: Any, header: bytes | None, client: str | None) -> Any:
-            return principal
-
-        patch(Authenticator, "authenticate", authenticate)
+        patch(Authenticator, "recall", lambda self, header: principal)
     elif part == "-prompt estimate":
-        fixed = inspect_request(c.BODY, rl.EstimatingTokenCounter())
+        fixed = inspect_request(c.BODY, EstimatingTokenCounter())
         patch(rl, "inspect_request", lambda body, counter: fixed)
     elif part == "-admission":
         decision = subject.info["decision"]
@@ -110,7 +175,7 @@ def without(part: str, subject: c.Subject) -> Iterator[None]:
         patch(MemoryBackend, "acquire", acquire)
         patch(MemoryBackend, "settle", lambda self, *args: None)
     elif part == "-headers":
-        headers = rl.rate_limit_headers(subject.info["decision"], time.time())
+        headers = rate_limit_headers(subject.info["decision"], time.time())
         patch(rl, "rate_limit_headers", lambda decision, now, ietf=False: list(headers))
     elif part == "-response reading":
         patch(rl, "tap_for", lambda content_type, strip: None)
@@ -136,11 +201,13 @@ async def subjects() -> tuple[dict[str, c.Subject], list[c.Subject]]:
     limits = Plans().resolve(principal.plan, principal.limits).as_tuple()
     backend = protect.app.limits  # type: ignore[attr-defined]
     protect.info["decision"] = await backend.peek(account_identity(principal.account_id), limits, time.time())
-    floor = c.Subject(floor_app())
+    floor = c.Subject(c.floor_app())
     await c.start(floor)
+    lean = c.Subject(lean_app(header, limits), protect.headers)
+    await c.start(lean)
     by_name = dict.fromkeys(VARIANTS, protect)
-    by_name["bare"], by_name["floor"] = bare, floor
-    return by_name, [bare, protect, floor]
+    by_name["bare"], by_name["floor"], by_name["lean"] = bare, floor, lean
+    return by_name, [bare, protect, floor, lean]
 
 
 async def measure(names: list[str], n: int, rounds: int) -> dict[str, float]:
