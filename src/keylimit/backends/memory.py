@@ -1,4 +1,12 @@
-"""``memory://``: per-process sliding-window counters; also the fallback when storage fails."""
+"""``memory://``: per-process sliding-window counters; also the fallback when storage fails.
+
+Identities are kept in two generations: those used in the current window, and those
+used in the previous one (whose counts still weigh on the current window) but not
+since. When a window begins, the current generation becomes the previous one and the
+previous one, idle for two windows, is forgotten, without a pass over the identities:
+the event loop never stalls on a sweep, however many there are. A forgotten generation
+is freed a few entries per call rather than all at once, for the same reason.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +15,20 @@ import math
 from . import _window
 from ._base import Decision, Vector
 
+FREED_PER_CALL = 16
+"""Entries of a forgotten generation freed on each call (freeing a million at once takes
+a good part of a second)."""
+
 
 class MemoryBackend:
     def __init__(self, window: float = 60.0) -> None:
         if window <= 0:
             raise ValueError("window must be positive")
         self.window = float(window)
-        self._states: dict[str, _window.State] = {}
-        self._swept = 0
+        self._index: int | None = None  # the current generation's window
+        self._current: dict[str, _window.State] = {}
+        self._previous: dict[str, _window.State] = {}
+        self._forgotten: list[dict[str, _window.State]] = []
 
     @classmethod
     def from_url(cls, url: str, window: float) -> MemoryBackend:
@@ -24,24 +38,43 @@ class MemoryBackend:
         return f"MemoryBackend(window={self.window!r})"
 
     def _state(self, key: str, index: int) -> _window.State:
-        state = self._states.get(key)
-        if state is not None and state[0] == index and index <= self._swept + 1:
-            return state  # the common case: current, and no sweep due
-        if index > self._swept + 1:
-            self._sweep(index)
-            state = self._states.get(key)
+        if self._forgotten:
+            self._free()
+        state = self._current.get(key)
+        if state is not None and state[0] == index:
+            return state  # the common case: used already in this window
+        if self._index is None or index > self._index:
+            self._advance(index)
+            state = None  # it moved to the previous generation, if it was in the current one
         if state is None:
-            state = self._states[key] = _window.new_state(index)
-        elif state[0] < index:
+            state = self._previous.pop(key, None)
+            if state is None:
+                state = _window.new_state(index)
+            self._current[key] = state
+        if state[0] < index:
             _window.roll(state, index)
         return state
 
-    def _sweep(self, index: int) -> None:
-        # Once a window: forget identities idle for two windows (their use is zero).
-        stale = [k for k, s in self._states.items() if s[0] < index - 1]
-        for k in stale:
-            del self._states[k]
-        self._swept = index
+    def _advance(self, index: int) -> None:
+        """Window ``index`` begins: generations move on, in constant time."""
+        if self._index is not None and index == self._index + 1:
+            gone, self._previous = self._previous, self._current
+        else:  # the first call, or more than a window without one: everything is idle
+            gone = self._previous
+            if self._current:
+                self._forgotten.append(self._current)
+            self._previous = {}
+        if gone:
+            self._forgotten.append(gone)
+        self._current = {}
+        self._index = index
+
+    def _free(self) -> None:
+        forgotten = self._forgotten[-1]
+        for _ in range(min(FREED_PER_CALL, len(forgotten))):
+            forgotten.popitem()
+        if not forgotten:
+            self._forgotten.pop()
 
     async def acquire(self, key: str, limits: Vector, charge: Vector, need: Vector, now: float) -> Decision:
         index = math.floor(now / self.window)  # as _window.position
@@ -60,7 +93,7 @@ class MemoryBackend:
 
     async def peek(self, key: str, limits: Vector, now: float) -> Decision:
         index, _ = _window.position(now, self.window)
-        state = self._states.get(key)
+        state = self._current.get(key) or self._previous.get(key)
         if state is None:
             state = _window.new_state(index)
         else:
@@ -72,7 +105,8 @@ class MemoryBackend:
         return None
 
     async def aclose(self) -> None:
-        self._states.clear()
+        self._current, self._previous, self._forgotten, self._index = {}, {}, [], None
 
     def __len__(self) -> int:
-        return len(self._states)
+        """Identities whose counts may still matter (used in this window or the previous one)."""
+        return len(self._current) + len(self._previous)
