@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -99,7 +100,11 @@ class Authenticator:
         self._inflight: dict[bytes, asyncio.Future[Principal | None]] = {}
         self._rehashing: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
-        self._touched: dict[str, float] = {}  # kid -> when its last use was last queued
+        # kid -> when its last use was last queued, in two generations of last_used_interval
+        # each: a key is queued again once neither holds it, and no pass over them is needed.
+        self._touched: dict[str, float] = {}
+        self._touched_before: dict[str, float] = {}
+        self._touched_since = -math.inf
         self._pending: dict[str, float] = {}  # kid -> last use not yet written
         self._flusher: asyncio.Task[None] | None = None
         self._subscribed = False
@@ -338,7 +343,11 @@ class Authenticator:
             self._rehashing.discard(kid)
 
     def _used(self, kid: str, now: float) -> None:
+        if now - self._touched_since >= self.last_used_interval:
+            self._touched_before, self._touched, self._touched_since = self._touched, {}, now
         last = self._touched.get(kid)
+        if last is None:
+            last = self._touched_before.get(kid)
         if last is not None and now - last < self.last_used_interval:
             return
         self._touched[kid] = now
@@ -352,8 +361,6 @@ class Authenticator:
 
     async def _flush(self) -> None:
         pending, self._pending = self._pending, {}
-        now = self.clock()
-        self._touched = {kid: at for kid, at in self._touched.items() if now - at < self.last_used_interval}
         if not pending:
             return
         try:

@@ -245,6 +245,23 @@ async def test_last_used_at_is_written_behind_at_most_once_a_minute_per_key(make
     assert stored.last_used_at == t0 + 61
 
 
+async def test_last_use_tracking_forgets_keys_idle_for_two_minutes_without_a_pass(harness: Harness) -> None:
+    old = [await harness.key() for _ in range(3)]
+    t0 = harness.clock()
+    for token in old:
+        assert (await harness.get(token)).status_code == 200
+    harness.clock.advance(61)
+    recent = await harness.key()
+    assert (await harness.get(recent)).status_code == 200  # a new generation begins
+    harness.clock.advance(61)
+    assert (await harness.get(recent)).status_code == 200  # and another: the first three are gone
+    tracked = {**harness.auth._touched_before, **harness.auth._touched}
+    assert sorted(tracked) == [await _kid(recent)]
+    await harness.auth.aclose()  # every use queued was written, the last with its latest time
+    assert sorted(harness.store.touched[-1]) == sorted([await _kid(t) for t in [*old, recent]])
+    assert harness.store.touched[-1][await _kid(recent)] == t0 + 122
+
+
 async def _kid(token: str) -> str:
     parsed = KeyFormat().parse(token)
     assert parsed is not None
