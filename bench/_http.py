@@ -29,10 +29,12 @@ CONFIGS: dict[str, tuple[str, ...]] = {
 """uvicorn's HTTP parser and event loop, passed explicitly: ``h11`` is what plain ``uvicorn``
 runs; ``httptools`` what ``uvicorn[standard]`` picks (and vLLM deployments run)."""
 _NEEDS = {"httptools": ("httptools", "uvloop")}
-SUBJECTS = ("bare", "floor", "keylimit-mem")
+SUBJECTS = ("bare", "floor", "lean", "keylimit-mem")
 """``floor``: the bare app behind a pass-through that reads the body and adds the nine
-headers (``_common.floor_app``): what the server itself spends on a limiter's headers."""
-_APPS = {"bare": "bare", "floor": "floor", "keylimit-mem": "keylimit"}
+headers (``_common.floor_app``): what the server itself spends on a limiter's headers.
+``lean``: the allowed path's work written straight in one function (``_common.lean_app``),
+a lower bound for any limiter in Python that does what keylimit does."""
+_APPS = {"bare": "bare", "floor": "floor", "lean": "lean", "keylimit-mem": "keylimit"}
 
 
 class Server:
@@ -163,8 +165,13 @@ async def run(seconds: int, rounds: int, connections: int) -> dict[str, Any]:
     config = c.keylimit_config(tmp / "keys.db", "memory://")
     token = await c.create_key(config)
     env = {"KEYLIMIT_KEYS_URL": config.keys_url, "KEYLIMIT_LIMITS_URL": "memory://"}
-    envs = {"bare": {}, "floor": {}, "keylimit-mem": env}
-    auth = {"bare": {}, "floor": {}, "keylimit-mem": {"Authorization": f"Bearer {token}"}}
+    envs = {"bare": {}, "floor": {}, "lean": {}, "keylimit-mem": env}
+    auth = {
+        "bare": {},
+        "floor": {},
+        "lean": {"Authorization": f"Bearer {c.LEAN_TOKEN}"},
+        "keylimit-mem": {"Authorization": f"Bearer {token}"},
+    }
     for name in SUBJECTS:
         lua_script(tmp / f"{name}.lua", auth[name])
     servers: dict[tuple[str, str], Server] = {}
@@ -211,5 +218,6 @@ async def run(seconds: int, rounds: int, connections: int) -> dict[str, Any]:
             section[name]["rounds"] = rs
         section["throughput_ratio"] = round(section["keylimit-mem"]["rps"] / section["bare"]["rps"], 3)
         section["floor_ratio"] = round(section["floor"]["rps"] / section["bare"]["rps"], 3)
+        section["lean_ratio"] = round(section["lean"]["rps"] / section["bare"]["rps"], 3)
         out[cfg] = section
     return out

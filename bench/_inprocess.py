@@ -13,6 +13,7 @@ SUBJECTS = (
     "slowapi-mem",
     "slowapi-redis",
     "keylimit-auth",
+    "lean",
     "keylimit-mem",
     "keylimit-redis",
     "redis-rtt",
@@ -70,6 +71,9 @@ async def build(names: tuple[str, ...] | list[str]) -> tuple[dict[str, c.Call], 
             subject = c.Subject(c.slowapi_app(c.RedisServer().url))
         elif name == "keylimit-auth":
             subject = await c.auth_subject()
+        elif name == "lean":
+            subject = c.Subject(c.lean_app(), c.bearer(c.LEAN_TOKEN))
+            await c.start(subject)
         elif name == "keylimit-mem":
             subject = await c.protect_subject("memory://")
         elif name == "keylimit-redis":

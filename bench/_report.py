@@ -48,6 +48,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     f"{ovh} us / {ip['slowapi-mem']} us",
                 )
             )
+    if "lean" in ip:
+        out.append(
+            _target(
+                "the lean lower bound: overhead (for comparison with 10 us)",
+                ip["lean"],
+                10,
+                "us",
+                ip["lean"] <= 10,
+                f"lean {us['lean']} us - bare {us['bare']} us: keylimit's work with no structure",
+                info=True,
+            )
+        )
     if "keylimit-redis" in ip and "redis-rtt" in us:
         ratio = ip["keylimit-redis"] / us["redis-rtt"]
         out.append(
@@ -96,6 +108,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "x",
                     h["floor_ratio"] >= 0.9,
                     f"{h['floor']['rps']} / {h['bare']['rps']} requests/s: the server's own cost of the headers",
+                    info=True,
+                )
+            )
+        if "lean_ratio" in h:
+            out.append(
+                _target(
+                    f"HTTP throughput of the lean lower bound / bare ({cfg})",
+                    h["lean_ratio"],
+                    0.9,
+                    "x",
+                    h["lean_ratio"] >= 0.9,
+                    f"{h['lean']['rps']} / {h['bare']['rps']} requests/s: keylimit's work with no structure",
                     info=True,
                 )
             )
@@ -216,7 +240,7 @@ def render(doc: dict[str, Any]) -> str:
                 h[cfg][name]["non_2xx"],
             ]
             for cfg in h["configs"]
-            for name in ("bare", "floor", "keylimit-mem")
+            for name in ("bare", "floor", "lean", "keylimit-mem")
             if name in h[cfg]
         ]
         parts.append(
@@ -227,8 +251,8 @@ def render(doc: dict[str, Any]) -> str:
             )
         )
         for cfg in h["configs"]:
-            floor = f"; floor / bare {h[cfg]['floor_ratio']}" if "floor_ratio" in h[cfg] else ""
-            parts.append(f"  {cfg}: uvicorn {h[cfg]['flags']}; keylimit / bare {h[cfg]['throughput_ratio']}{floor}")
+            extra = "".join(f"; {n} / bare {h[cfg][f'{n}_ratio']}" for n in ("floor", "lean") if f"{n}_ratio" in h[cfg])
+            parts.append(f"  {cfg}: uvicorn {h[cfg]['flags']}; keylimit / bare {h[cfg]['throughput_ratio']}{extra}")
     if "cold" in r:
         cold = r["cold"]
         lag = cold["lag"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._common import chat_app, floor_app, protect_class
+from ._common import chat_app, floor_app, lean_app, protect_class
 
 
 def bare() -> Any:
@@ -17,6 +17,10 @@ def bare() -> Any:
 
 def floor() -> Any:
     return floor_app()
+
+
+def lean() -> Any:
+    return lean_app()
 
 
 def keylimit() -> Any:

@@ -47,102 +47,6 @@ VARIANTS = {
 }
 
 
-def lean_app(authorization: bytes, limits: tuple[int, int, int]) -> c.ASGIApp:
-    """The work of the allowed path, and nothing more, in one function: the key looked up
-    by its keyed digest, the body parsed and its prompt estimated (keylimit's estimate),
-    the sliding window checked and charged, the nine header values built, the response's
-    ``usage`` read and settled. No failure handling, no second body chunk, no deadline, no
-    metrics, no configuration: a lower bound for any keylimit in Python, not a limiter."""
-    import hashlib
-    import math
-
-    import orjson
-
-    from keylimit._headers import openai_duration
-    from keylimit._tokens import EstimatingTokenCounter
-
-    inner = c.chat_app()
-    count_prompt = EstimatingTokenCounter().count_prompt
-    keyed = hashlib.blake2b(key=b"k" * 32, digest_size=16)
-
-    def digest(header: bytes) -> bytes:
-        h = keyed.copy()
-        h.update(header)
-        return h.digest()
-
-    accounts = {digest(authorization): "acct:bench"}
-    plan = [
-        (n, b"%d" % v)
-        for n, v in zip(
-            (b"x-ratelimit-limit-requests", b"x-ratelimit-limit-prompt-tokens", b"x-ratelimit-limit-completion-tokens"),
-            limits,
-            strict=True,
-        )
-    ]
-    states: dict[str, list[float]] = {}
-    window = 60.0
-    l0, l1, l2 = limits
-
-    async def app(scope: c.Scope, receive: c.Receive, send: c.Send) -> None:
-        header = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                header = value
-        key = accounts.get(digest(header)) if header is not None else None
-        if key is None:
-            raise RuntimeError("the lean variant knows one key")
-        first = await receive()
-        prompt = count_prompt(orjson.loads(first["body"]))
-        now = time.time()
-        index = math.floor(now / window)
-        state = states.get(key)
-        if state is None or state[0] != index:
-            state = states[key] = [float(index), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-        weight = 1.0 - (now - index * window) / window
-        u0 = state[4] * weight + state[1]
-        u1 = state[5] * weight + state[2]
-        u2 = state[6] * weight + state[3]
-        if u0 + 1 > l0 or u1 + prompt > l1 or u2 + 1 > l2:
-            raise RuntimeError("the lean variant has no refusals")
-        state[1] += 1
-        state[2] += prompt
-        reset_at = (index + 1) * window
-        reset = openai_duration(reset_at - now)
-        headers = [
-            *plan,
-            (b"x-ratelimit-remaining-requests", b"%d" % (l0 - u0 - 1)),
-            (b"x-ratelimit-remaining-prompt-tokens", b"%d" % (l1 - u1 - prompt)),
-            (b"x-ratelimit-remaining-completion-tokens", b"%d" % (l2 - u2)),
-            (b"x-ratelimit-reset", b"%d" % math.ceil(reset_at)),
-            (b"x-ratelimit-reset-requests", reset),
-            (b"x-ratelimit-reset-tokens", reset),
-        ]
-        usage = None
-        replayed = False
-
-        async def replay() -> c.Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return first
-
-        async def reading(message: c.Message) -> None:
-            nonlocal usage
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *headers]
-            else:
-                usage = orjson.loads(message["body"]).get("usage")
-            await send(message)
-
-        await inner(scope, replay, reading)
-        if usage is not None:
-            state[2] += usage["prompt_tokens"] - prompt
-            state[3] += usage["completion_tokens"]
-
-    return app
-
-
 @contextmanager
 def without(part: str, subject: c.Subject) -> Iterator[None]:
     """``subject`` with ``part`` replaced by a constant of what it produced for the first request."""
@@ -203,7 +107,7 @@ async def subjects() -> tuple[dict[str, c.Subject], list[c.Subject]]:
     protect.info["decision"] = await backend.peek(account_identity(principal.account_id), limits, time.time())
     floor = c.Subject(c.floor_app())
     await c.start(floor)
-    lean = c.Subject(lean_app(header, limits), protect.headers)
+    lean = c.Subject(c.lean_app(header), protect.headers)
     await c.start(lean)
     by_name = dict.fromkeys(VARIANTS, protect)
     by_name["bare"], by_name["floor"], by_name["lean"] = bare, floor, lean
