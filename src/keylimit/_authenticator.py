@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import math
 import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -33,6 +32,7 @@ from ._clock import Clock, system_clock
 from ._errors import AuthThrottled, InvalidKey, KeyStoreUnavailable, MissingKey
 from ._hashing import Hasher
 from ._keys import KeyFormat, ParsedKey
+from ._last_use import LastUse
 from ._models import Account, KeyRecord, Principal
 from ._plans import Plans
 from ._throttle import FailureThrottle
@@ -44,8 +44,6 @@ T = TypeVar("T")
 
 MAX_HEADER = 256
 """Longer ``Authorization`` headers are refused unread (a key is about 60 bytes)."""
-TOUCH_DELAY = 1.0
-"""Seconds that ``last_used_at`` writes gather before one ``touch_keys`` call."""
 
 
 def parse_bearer(header: bytes | None, key_format: KeyFormat) -> ParsedKey:
@@ -90,7 +88,6 @@ class Authenticator:
         self.hasher = hasher or Hasher()
         self.plans = plans or Plans()
         self.clock = clock
-        self.last_used_interval = last_used_interval
         self.metrics = metrics
         self._cache = VerifiedCache(ttl=cache_ttl, size=cache_size, clock=clock)
         self._throttle = FailureThrottle(failures_per_minute, clock=clock)
@@ -100,16 +97,14 @@ class Authenticator:
         self._inflight: dict[bytes, asyncio.Future[Principal | None]] = {}
         self._rehashing: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
-        # kid -> when its last use was last queued, in two generations of last_used_interval
-        # each: a key is queued again once neither holds it, and no pass over them is needed.
-        self._touched: dict[str, float] = {}
-        self._touched_before: dict[str, float] = {}
-        self._touched_since = -math.inf
-        self._pending: dict[str, float] = {}  # kid -> last use not yet written
-        self._flusher: asyncio.Task[None] | None = None
+        self.last_use = LastUse(store, last_used_interval)
         self._subscribed = False
         self._started = False
         self._store_down = False
+
+    @property
+    def last_used_interval(self) -> float:
+        return self.last_use.interval
 
     def __repr__(self) -> str:
         return f"Authenticator(store={self.store!r}, prefix={self.key_format.prefix!r}, cache={self._cache!r})"
@@ -130,11 +125,7 @@ class Authenticator:
         """Finish background work and write pending ``last_used_at``; the store stays open."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None and not flusher.done():
-            flusher.cancel()
-            await asyncio.gather(flusher, return_exceptions=True)
-        await self._flush()
+        await self.last_use.aclose()
 
     # -- evictions ---------------------------------------------------------------------------
 
@@ -170,7 +161,7 @@ class Authenticator:
             return None
         if self.metrics is not None:
             self.metrics.cache_hit()
-        self._used(entry.record.kid, now)
+        self.last_use.used(entry.record.kid, now)
         return entry.principal
 
     async def authenticate(self, authorization: bytes | None, client: str | None) -> Principal:
@@ -222,7 +213,7 @@ class Authenticator:
         if principal is None:
             self._failed(client, f"key_{parsed.kid} not usable")
             raise InvalidKey()
-        self._used(parsed.kid, now)
+        self.last_use.used(parsed.kid, now)
         return principal
 
     def _bind_loop(self) -> None:
@@ -233,7 +224,7 @@ class Authenticator:
         self._inflight.clear()
         self._background.clear()
         self._rehashing.clear()
-        self._flusher = None
+        self.last_use.forget_task()
         self._started = False
 
     def _store_failed(self, exc: KeyStoreUnavailable) -> None:
@@ -341,29 +332,3 @@ class Authenticator:
             logger.warning("could not re-hash key_%s (%s)", kid, type(exc).__name__)
         finally:
             self._rehashing.discard(kid)
-
-    def _used(self, kid: str, now: float) -> None:
-        if now - self._touched_since >= self.last_used_interval:
-            self._touched_before, self._touched, self._touched_since = self._touched, {}, now
-        last = self._touched.get(kid)
-        if last is None:
-            last = self._touched_before.get(kid)
-        if last is not None and now - last < self.last_used_interval:
-            return
-        self._touched[kid] = now
-        self._pending[kid] = now
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.ensure_future(self._flush_soon())
-
-    async def _flush_soon(self) -> None:
-        await asyncio.sleep(TOUCH_DELAY)
-        await self._flush()
-
-    async def _flush(self) -> None:
-        pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        try:
-            await self.store.touch_keys(pending)
-        except Exception as exc:
-            logger.warning("could not record the last use of %d keys (%s)", len(pending), type(exc).__name__)

@@ -9,7 +9,9 @@ every request: the parts that depend only on the plan are built once per plan.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+from ._types import Message, Send
 from .backends._base import REQUESTS, Decision, Vector
 
 Header = tuple[bytes, bytes]
@@ -135,3 +137,22 @@ def _format_duration(ms: int) -> bytes:
     elif minutes:
         text = f"{minutes}m{text}"
     return f"{text}s".encode()
+
+
+def with_headers(send: Send, headers: list[Header]) -> Send:
+    """``send`` with ``headers`` added to the response start (an app's own rate limit headers replaced)."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            raw = message.get("headers", ())
+            message["headers"] = replace_rate_limit_headers(raw, headers, any(is_rate_limit_header(n) for n, _ in raw))
+        await send(message)
+
+    return send_with_headers
+
+
+def replace_rate_limit_headers(raw: Sequence[Header], headers: list[Header], owned: bool) -> list[Header]:
+    """The app's headers without its own rate limit headers (when ``owned``), then ours."""
+    if owned:
+        return [h for h in raw if not is_rate_limit_header(h[0])] + headers
+    return [*raw, *headers]

@@ -18,7 +18,7 @@ from ._errors import (
     http_error_for,
     retry_after_seconds,
 )
-from ._headers import is_rate_limit_header, rate_limit_headers
+from ._headers import is_rate_limit_header, rate_limit_headers, replace_rate_limit_headers, with_headers
 from ._models import Principal
 from ._plans import Plans
 from ._responses import send_error
@@ -194,7 +194,7 @@ class RateLimitMiddleware:
         if metrics is not None:
             metrics.admitted(plan, account)
         if request is None:
-            await self.app(scope, receive, _with_headers(send, headers))
+            await self.app(scope, receive, with_headers(send, headers))
             return
 
         # A token-bearing request: the response is read as it passes, then settled.
@@ -233,7 +233,7 @@ class RateLimitMiddleware:
                         (n, v) for n, v in raw if not (is_rate_limit_header(n) or n == b"content-length")
                     ] + headers
                 else:
-                    message["headers"] = _replace_rate_limit_headers(raw, headers, owned)
+                    message["headers"] = replace_rate_limit_headers(raw, headers, owned)
             await send(message)
 
         try:
@@ -302,22 +302,3 @@ def _rate_limited(decision: Decision, plan: str) -> RateLimited:
         f"limit {decision.limits[d]}, used {used:.0f}, requested {decision.requested[d]}. Try again in {wait}s."
     )
     return RateLimited(message, kind="requests" if d == 0 else "tokens", retry_after=max(decision.retry_after, 0.001))
-
-
-def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
-    async def send_with_headers(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            raw = message.get("headers", ())
-            message["headers"] = _replace_rate_limit_headers(raw, headers, any(is_rate_limit_header(n) for n, _ in raw))
-        await send(message)
-
-    return send_with_headers
-
-
-def _replace_rate_limit_headers(
-    raw: Sequence[tuple[bytes, bytes]], headers: list[tuple[bytes, bytes]], owned: bool
-) -> list[tuple[bytes, bytes]]:
-    """The app's headers without its own rate limit headers (when ``owned``), then ours."""
-    if owned:
-        return [h for h in raw if not is_rate_limit_header(h[0])] + headers
-    return [*raw, *headers]

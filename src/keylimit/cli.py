@@ -27,10 +27,10 @@ from typing import Any, NoReturn
 
 from ._config import Config
 from ._errors import BadRequest, ConfigurationError, HTTPError, KeylimitError, NotFound, StorageUnavailable
+from ._management_io import account_json, created_json, list_json, parse_expires_at, revoked_json
 from ._manager import KeyManager
 from ._models import KeyType, Limits, Scope
 from ._runtime import key_manager
-from .management import account_json, created_json, list_json, parse_expires_at, revoked_json
 
 PROG = "keylimit"
 USAGE_ERROR = 2

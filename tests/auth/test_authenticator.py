@@ -255,8 +255,7 @@ async def test_last_use_tracking_forgets_keys_idle_for_two_minutes_without_a_pas
     assert (await harness.get(recent)).status_code == 200  # a new generation begins
     harness.clock.advance(61)
     assert (await harness.get(recent)).status_code == 200  # and another: the first three are gone
-    tracked = {**harness.auth._touched_before, **harness.auth._touched}
-    assert sorted(tracked) == [await _kid(recent)]
+    assert harness.auth.last_use.tracked() == {await _kid(recent)}
     await harness.auth.aclose()  # every use queued was written, the last with its latest time
     assert sorted(harness.store.touched[-1]) == sorted([await _kid(t) for t in [*old, recent]])
     assert harness.store.touched[-1][await _kid(recent)] == t0 + 122
