@@ -155,6 +155,20 @@ def chat_app(chunks: int = 16) -> ASGIApp:
     return app  # type: ignore[no-any-return]
 
 
+def replaying(first: Message, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``first`` (the body, read already), then passes through."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return first
+
+    return replay
+
+
 def floor_app() -> ASGIApp:
     """``chat_app`` behind a middleware that does only what any body-reading, header-adding
     middleware must: read the body, replay it, add nine ``X-Ratelimit-*`` headers to the answer."""
@@ -178,15 +192,7 @@ def floor_app() -> ASGIApp:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        replay = replaying({"type": "http.request", "body": b"".join(chunks), "more_body": False}, receive)
 
         async def add_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -275,14 +281,7 @@ def lean_app(
             (b"x-ratelimit-reset-tokens", reset),
         ]
         usage = None
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return first
+        replay = replaying(first, receive)
 
         async def reading(message: Message) -> None:
             nonlocal usage

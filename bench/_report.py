@@ -99,30 +99,23 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{h['keylimit-mem']['rps']} / {h['bare']['rps']} requests/s, uvicorn {h['flags']}",
             )
         )
-        if "floor_ratio" in h:
-            out.append(
-                _target(
-                    f"HTTP throughput of a pass-through adding the nine headers / bare ({cfg})",
-                    h["floor_ratio"],
-                    0.9,
-                    "x",
-                    h["floor_ratio"] >= 0.9,
-                    f"{h['floor']['rps']} / {h['bare']['rps']} requests/s: the server's own cost of the headers",
-                    info=True,
+        for name, what, why in (
+            ("floor", "a pass-through adding the nine headers", "the server's own cost of the headers"),
+            ("lean", "the lean lower bound", "keylimit's work with no structure"),
+        ):
+            if f"{name}_ratio" in h:
+                ratio = h[f"{name}_ratio"]
+                out.append(
+                    _target(
+                        f"HTTP throughput of {what} / bare ({cfg})",
+                        ratio,
+                        0.9,
+                        "x",
+                        ratio >= 0.9,
+                        f"{h[name]['rps']} / {h['bare']['rps']} requests/s: {why}",
+                        info=True,
+                    )
                 )
-            )
-        if "lean_ratio" in h:
-            out.append(
-                _target(
-                    f"HTTP throughput of the lean lower bound / bare ({cfg})",
-                    h["lean_ratio"],
-                    0.9,
-                    "x",
-                    h["lean_ratio"] >= 0.9,
-                    f"{h['lean']['rps']} / {h['bare']['rps']} requests/s: keylimit's work with no structure",
-                    info=True,
-                )
-            )
     scale = results.get("scale")
     if scale:
         ovh = scale["overhead_us"]
