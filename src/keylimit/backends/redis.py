@@ -2,8 +2,9 @@
 
 An identity's whole state is one 56-byte string ``kl:lim:{<identity>}`` (the braces are
 the cluster hash tag): the window index and the current and previous counts of the three
-dimensions as seven little-endian doubles, with a TTL of about two windows (Redis 6.0 or
-later, for ``SET ... KEEPTTL``). The acquire script rolls, checks and
+dimensions as seven little-endian doubles, with a TTL of about two windows (set when the
+state enters a window; later writes overwrite the same 56 bytes with ``SETRANGE``, which keeps
+it, on any Redis that runs Lua scripts). The acquire script rolls, checks and
 charges it atomically and returns the rolled counts from before the charge; the
 ``Decision`` is then computed in Python by ``_window``, the same code as the memory
 backend's, with the same floating-point operations as the script, so both agree exactly.
@@ -67,13 +68,14 @@ end
 
 # Writes the state. The TTL is set when the state enters a window, its first write
 # there (the state matters until the end of the next window, at most two windows
-# later); later writes in the window keep it.
+# later); later writes in the window overwrite the same 56 bytes in place (SETRANGE),
+# which keeps it.
 _STORE = """
 local state = struct.pack('<ddddddd', index, r, p, c, R, P, C)
 if moved then
   redis.call('SET', KEYS[1], state, 'PX', string.format('%d', ttl))
 else
-  redis.call('SET', KEYS[1], state, 'KEEPTTL')
+  redis.call('SETRANGE', KEYS[1], 0, state)
 end
 """
 
