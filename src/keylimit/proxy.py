@@ -9,49 +9,26 @@ connection is closed before its handshake completes, which the client sees as a 
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.cookiejar
-import logging
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-import anyio
-
-from ._errors import BadRequest, ConfigurationError, HTTPError, error_body
+from ._errors import ConfigurationError
+from ._exchange import HOP_BY_HOP, Exchange, connection_tokens
 from ._redis import redact_url
-from ._responses import send_error
-from ._types import Message, Receive, Scope, Send
+from ._types import Receive, Scope, Send
 
 if TYPE_CHECKING:
     import httpx
 
 __all__ = ["DEFAULT_TIMEOUT", "Proxy", "proxy_app"]
 
-logger = logging.getLogger("keylimit.proxy")
-
 DEFAULT_TIMEOUT = 600.0
 
-HOP_BY_HOP = frozenset(
-    {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer"}
-    | {b"transfer-encoding", b"upgrade"}
-)
 # Replaced by the proxy's own (Host by httpx from the upstream URL, X-Forwarded-* below), or not
 # meaningful one hop further (the ASGI server already answered Expect: 100-continue).
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
 _PATH_SAFE = "/:@!$&'()*+,;="
-
-
-class BadGateway(HTTPError):
-    status, type, code = 502, "server_error", "bad_gateway"
-
-
-class GatewayTimeout(HTTPError):
-    status, type, code = 504, "server_error", "gateway_timeout"
-
-
-class _ClientDisconnected(Exception):
-    pass
 
 
 def proxy_app(
@@ -124,7 +101,7 @@ class Proxy:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await _Exchange(self, scope, receive, send).run()
+            await Exchange(self, scope, receive, send).run()
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "websocket":
@@ -173,7 +150,7 @@ class Proxy:
 
     def request_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
         received = [(name.lower(), value) for name, value in scope["headers"]]
-        dropped = _NOT_FORWARDED | _connection_tokens(received)
+        dropped = _NOT_FORWARDED | connection_tokens(received)
         if not self._forward_authorization:
             dropped |= {b"authorization"}
         headers = [(name, value) for name, value in received if name not in dropped]
@@ -190,132 +167,3 @@ class Proxy:
         if self._authorization is not None:
             headers.append((b"authorization", self._authorization))
         return headers
-
-
-class _Exchange:
-    """One request: stream it up, stream the answer down, stop both when the client leaves."""
-
-    def __init__(self, proxy: Proxy, scope: Scope, receive: Receive, send: Send) -> None:
-        self.proxy, self.scope, self.receive, self._send = proxy, scope, receive, send
-        self.body_read = anyio.Event()
-        self.started = False
-        self.length_delimited = False
-        self.event_stream = False
-        self.tail = b"\n\n"
-
-    async def run(self) -> None:
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self.watch_disconnect, tasks.cancel_scope)
-            with contextlib.suppress(_ClientDisconnected):
-                await self.forward()
-            tasks.cancel_scope.cancel()
-
-    async def watch_disconnect(self, scope: anyio.CancelScope) -> None:
-        # Servers report a disconnect through receive(), which the request body owns until read.
-        await self.body_read.wait()
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                scope.cancel()
-                return
-            if message["type"] == "http.request":
-                return  # a middleware replaying the body answers this, not the server: nothing to watch
-
-    async def forward(self) -> None:
-        import httpx
-
-        first = await self.receive()
-        if first["type"] == "http.disconnect":
-            return
-        content: bytes | AsyncIterator[bytes] = first.get("body", b"")
-        if first.get("more_body", False):
-            content = self.body(first.get("body", b""))
-        else:
-            self.body_read.set()
-        response = None
-        try:
-            request = httpx.Request(
-                self.scope["method"],
-                self.proxy.request_url(self.scope),
-                headers=self.proxy.request_headers(self.scope),
-                content=content,
-                extensions={"timeout": self.proxy.timeouts},
-            )
-            response = await self.proxy.client().send(request, stream=True, follow_redirects=False)
-            await self.relay(response)
-        except httpx.InvalidURL:
-            await send_error(self.send, BadRequest("The request URL cannot be forwarded."))
-        except httpx.HTTPError as exc:
-            await self.upstream_failed(exc)
-        finally:
-            if response is not None:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
-
-    async def body(self, first: bytes) -> AsyncIterator[bytes]:
-        if first:
-            yield first
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientDisconnected
-            if message.get("body"):
-                yield message["body"]
-            if not message.get("more_body", False):
-                self.body_read.set()
-                return
-
-    async def relay(self, response: httpx.Response) -> None:
-        received = [(name.lower(), value) for name, value in response.headers.raw]
-        dropped = HOP_BY_HOP | _connection_tokens(received)
-        headers = [(name, value) for name, value in received if name not in dropped]
-        self.length_delimited = "content-length" in response.headers
-        self.event_stream = response.headers.get("content-type", "").startswith("text/event-stream") and (
-            "content-encoding" not in response.headers
-        )
-        await self.send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        self.started = True
-        async for chunk in response.aiter_raw():
-            if chunk:
-                self.tail = (self.tail + chunk)[-4:]
-                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def upstream_failed(self, exc: httpx.HTTPError) -> None:
-        import httpx
-
-        timed_out = isinstance(exc, httpx.TimeoutException)
-        when = "mid-stream" if self.started else "before answering"
-        method, path = self.scope["method"], self.scope["path"]
-        logger.warning(
-            "upstream %s failed %s for %s %s: %s: %s", self.proxy.upstream, when, method, path, type(exc).__name__, exc
-        )
-        if not self.started:
-            error: HTTPError = (
-                GatewayTimeout("The upstream server did not answer in time.")
-                if timed_out
-                else BadGateway("The upstream server could not be reached or gave an invalid answer.")
-            )
-            await send_error(self.send, error)
-            return
-        if self.length_delimited:
-            # A body shorter than its Content-Length can only be reported by closing the connection,
-            # which the server does when the app returns without finishing the response.
-            return
-        if self.event_stream and self.tail.endswith((b"\n\n", b"\r\n\r\n", b"\r\r")):
-            code = "gateway_timeout" if timed_out else "bad_gateway"
-            event = error_body("The upstream server broke off the stream.", "server_error", code)
-            await self.send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": True})
-        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def send(self, message: Message) -> None:
-        try:
-            await self._send(message)
-        except OSError as exc:  # ASGI 2.4: the client has gone
-            raise _ClientDisconnected from exc
-
-
-def _connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    return frozenset(
-        token.strip().lower() for name, value in headers if name == b"connection" for token in value.split(b",")
-    )
