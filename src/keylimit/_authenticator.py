@@ -27,7 +27,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from ._cache import VerifiedCache
+from ._cache import Verified, VerifiedCache
 from ._clock import Clock, system_clock
 from ._errors import AuthThrottled, InvalidKey, KeyStoreUnavailable, MissingKey
 from ._hashing import Hasher
@@ -152,13 +152,14 @@ class Authenticator:
         if asyncio.get_running_loop() is not self._loop:
             return None  # a new event loop: ``authenticate`` starts the store on it first
         cache = self._cache
-        digest = cache.digest(authorization)
-        entry = cache.get(digest)
+        entry = cache.get(cache.digest(authorization))
         if entry is None:
             return None
         now = self.clock()
-        if not now < entry.usable_until:
-            return None
+        return self._hit(entry, now) if now < entry.usable_until else None
+
+    def _hit(self, entry: Verified, now: float) -> Principal:
+        """A fresh cache entry served: counted, and its key's use recorded."""
         if self.metrics is not None:
             self.metrics.cache_hit()
         self.last_use.used(entry.record.kid, now)
@@ -170,9 +171,6 @@ class Authenticator:
         Raises ``MissingKey``, ``InvalidKey``, ``AuthThrottled`` (too many failures from
         ``client``) or ``KeyStoreUnavailable`` (store down and the key not cached).
         """
-        principal = self.recall(authorization)
-        if principal is not None:
-            return principal
         if not self._started or asyncio.get_running_loop() is not self._loop:
             await self.start()
         now = self.clock()
@@ -181,6 +179,8 @@ class Authenticator:
         if authorization is not None and len(authorization) <= MAX_HEADER:
             digest = self._cache.digest(authorization)
             entry = self._cache.get(digest)
+            if entry is not None and now < entry.usable_until:
+                return self._hit(entry, now)
         try:
             parsed = parse_bearer(authorization, self.key_format)
         except MissingKey:
