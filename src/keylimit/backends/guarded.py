@@ -2,19 +2,23 @@
 
 Once the primary fails, requests stop going to it: they are counted per process
 (``fallback``), admitted uncounted (``open``, with ``Decision.unknown``) or refused with
-``LimitStorageUnavailable`` (``closed``, answered 503). Meanwhile a background probe pings
-the primary 1, 2, 4 … (at most 30) seconds apart on the injected clock, started by the
-first request after it is due, and the primary is used again as soon as a probe answers.
+``LimitStorageUnavailable`` (``closed``, answered 503). From that first failure a
+background task probes the primary 1, 2, 4 … (at most 30) seconds apart whether or not
+requests arrive, and the primary is used again from the moment a probe answers.
+
+Only ``LimitStorageUnavailable`` (connection, timeout, protocol: what the backends raise
+when storage fails) declares an outage. Anything else is a bug: it is logged once with its
+traceback, and that one call is answered by the policy without declaring the storage down.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .._clock import Clock, system_clock
+from .._diagnostics import get_logger, report_bug
 from .._errors import ConfigurationError, LimitStorageUnavailable
 from . import _window
 from ._base import Decision, LimitBackend, Vector
@@ -28,7 +32,10 @@ POLICIES: tuple[Policy, ...] = ("fallback", "open", "closed")
 FIRST_PROBE = 1.0
 MAX_PROBE_GAP = 30.0
 
-logger = logging.getLogger("keylimit.limits")
+Sleep = Callable[[float], Awaitable[object]]
+"""How the probe waits between attempts (``asyncio.sleep``; tests pass one they control)."""
+
+logger = get_logger("keylimit.limits")
 T = TypeVar("T")
 
 _WHILE_DOWN = {
@@ -42,7 +49,9 @@ class GuardedBackend:
     """A ``LimitBackend`` that applies the failure policy around ``primary``.
 
     It never raises anything but ``LimitStorageUnavailable``, and that only under
-    policy ``closed``.
+    policy ``closed``. It may be built before any event loop runs: the probe task starts
+    on the loop of the request that meets the first failure (again on a later loop if
+    that one has ended), and ``aclose()`` stops it.
     """
 
     def __init__(
@@ -52,11 +61,13 @@ class GuardedBackend:
         policy: Policy = "fallback",
         clock: Clock = system_clock,
         fallback: LimitBackend | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         if policy not in POLICIES:
             raise ConfigurationError(f"KEYLIMIT_FAILURE_POLICY: must be one of {', '.join(POLICIES)}, not {policy!r}")
         self.window = primary.window
         self.policy: Policy = policy
+        self.sleep = sleep
         self._primary = primary
         self._clock = clock
         self._fallback = fallback if fallback is not None else MemoryBackend(primary.window)
@@ -64,7 +75,7 @@ class GuardedBackend:
         self._down_since: float | None = None
         self._gap = FIRST_PROBE
         self._next_probe = 0.0
-        self._probe_task: asyncio.Task[bool] | None = None
+        self._probing: asyncio.Task[None] | None = None
         self.metrics: Metrics | None = None
 
     def __repr__(self) -> str:
@@ -77,32 +88,42 @@ class GuardedBackend:
 
     @property
     def next_probe_at(self) -> float | None:
-        """Clock time from which the next probe is due; None while the primary is up."""
+        """Clock time of the next probe; None while the primary is up."""
         return None if self._down_since is None else self._next_probe
 
     async def acquire(self, key: str, limits: Vector, charge: Vector, need: Vector, now: float) -> Decision:
         return await self._route(
+            "acquire",
             lambda b: b.acquire(key, limits, charge, need, now),
             lambda: _unknown(limits, need, now, self.window),
         )
 
     async def adjust(self, key: str, delta: Vector, now: float) -> None:
-        return await self._route(lambda b: b.adjust(key, delta, now), lambda: None)
+        return await self._route("adjust", lambda b: b.adjust(key, delta, now), lambda: None)
 
     def settle(self, key: str, delta: Vector, now: float) -> None:
         if self._down_since is None:
-            self._primary.settle(key, delta, now)
+            backend, where = self._primary, self._where
         elif self.policy == "fallback":
-            self._fallback.settle(key, delta, now)
+            backend, where = self._fallback, "the fallback rate limit backend"
+        else:
+            return
+        try:
+            backend.settle(key, delta, now)
+        except Exception as exc:  # settle never raises by contract: a bug; the settlement is dropped
+            report_bug(logger, f"settle on {where}", exc)
 
     async def flush(self) -> None:
         try:
             await self._primary.flush()
-        except Exception as exc:
+        except LimitStorageUnavailable as exc:
             logger.warning("could not flush settlements to %s (%s)", self._where, type(exc).__name__)
+        except Exception as exc:
+            report_bug(logger, f"flush on {self._where}", exc)
 
     async def peek(self, key: str, limits: Vector, now: float) -> Decision:
         return await self._route(
+            "peek",
             lambda b: b.peek(key, limits, now),
             lambda: _unknown(limits, (0, 0, 0), now, self.window),
         )
@@ -113,10 +134,11 @@ class GuardedBackend:
         async def nothing(b: LimitBackend) -> None:
             return None
 
-        await self._route(lambda b: b.ping(), lambda: None, degraded=nothing)
+        await self._route("ping", lambda b: b.ping(), lambda: None, degraded=nothing)
 
     async def _route(
         self,
+        what: str,
         call: Callable[[LimitBackend], Awaitable[T]],
         uncounted: Callable[[], T],
         *,
@@ -125,12 +147,14 @@ class GuardedBackend:
         if self._down_since is None:
             try:
                 return await call(self._primary)
-            except Exception as exc:
+            except LimitStorageUnavailable as exc:
                 if self.metrics is not None:
                     self.metrics.storage_error("limits")
                 self._outage(exc)
+            except Exception as exc:
+                report_bug(logger, f"{what} on {self._where}", exc)
         else:
-            self._probe_if_due()
+            self._keep_probing()
         if self.policy == "closed":
             raise LimitStorageUnavailable(f"rate limit storage {self._where} unavailable")
         if self.policy == "open":
@@ -138,10 +162,10 @@ class GuardedBackend:
         try:
             return await (degraded or call)(self._fallback)
         except Exception as exc:
-            logger.error("fallback rate limit backend failed (%s); admitting uncounted", type(exc).__name__)
+            report_bug(logger, f"{what} on the fallback rate limit backend; admitting uncounted", exc)
             return uncounted()
 
-    def _outage(self, exc: Exception) -> None:
+    def _outage(self, exc: LimitStorageUnavailable) -> None:
         if self._down_since is not None:
             return
         now = self._clock()
@@ -149,7 +173,7 @@ class GuardedBackend:
         self._gap = FIRST_PROBE
         self._next_probe = now + self._gap
         # Our own messages carry no secret and name the storage; anything else is named by its class only.
-        if isinstance(exc, LimitStorageUnavailable) and str(exc).startswith("rate limit storage"):
+        if str(exc).startswith("rate limit storage"):
             reason = what = str(exc)
         else:
             reason = type(exc).__name__
@@ -160,15 +184,21 @@ class GuardedBackend:
             _WHILE_DOWN[self.policy],
             extra={"storage": "limits", "state": "down", "reason": reason, "policy": self.policy},
         )
+        self._keep_probing()
 
-    def _probe_if_due(self) -> None:
-        if self._probe_task is None and self._clock() >= self._next_probe:
-            self._probe_task = asyncio.get_running_loop().create_task(self.probe())
-            self._probe_task.add_done_callback(self._probe_done)
+    def _keep_probing(self) -> None:
+        """Start the probe task unless one runs on this loop (a loop that ended took its task along)."""
+        task = self._probing
+        loop = asyncio.get_running_loop()
+        if task is None or task.done() or task.get_loop() is not loop:
+            self._probing = loop.create_task(self._probe_until_it_answers())
 
-    def _probe_done(self, task: asyncio.Task[bool]) -> None:
-        if self._probe_task is task:
-            self._probe_task = None
+    async def _probe_until_it_answers(self) -> None:
+        while self._down_since is not None:
+            self._next_probe = self._clock() + self._gap
+            await self.sleep(self._gap)
+            if await self.probe():
+                return
 
     async def probe(self) -> bool:
         """Ping the primary now; True (and the primary in use again) if it answers."""
@@ -176,10 +206,14 @@ class GuardedBackend:
             return True
         try:
             await self._primary.ping()
-        except Exception:
+        except Exception as exc:
+            if not isinstance(exc, LimitStorageUnavailable):
+                report_bug(logger, f"ping on {self._where}", exc)
             self._gap = min(self._gap * 2, MAX_PROBE_GAP)
             self._next_probe = self._clock() + self._gap
             return False
+        if self._down_since is None:  # another probe answered first
+            return True
         down_for = self._clock() - self._down_since
         self._down_since = None
         logger.info(
@@ -191,14 +225,21 @@ class GuardedBackend:
         return True
 
     async def join_probe(self) -> None:
-        """Wait for the probe in flight, if any (for tests and shutdown)."""
-        if self._probe_task is not None:
-            await asyncio.shield(self._probe_task)
+        """Wait until the probing ends: the primary answered, or ``aclose()`` stopped it."""
+        task = self._probing
+        if task is not None:
+            await asyncio.wait({task})  # neither raises if aclose() cancelled it nor cancels it
 
     async def aclose(self) -> None:
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            self._probe_task = None
+        task, self._probing = self._probing, None
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
         await self._primary.aclose()
         await self._fallback.aclose()
 
