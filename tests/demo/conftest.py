@@ -11,6 +11,11 @@ from starlette.routing import Mount
 
 from keylimit.demo import demo_model_app
 
+# A real uvicorn in a thread: the proxy tests' fixture, shared.
+from tests.proxy.conftest import serve
+
+__all__ = ["serve"]
+
 BASE_URL = "http://demo.test/inference/v1"
 
 

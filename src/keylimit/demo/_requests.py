@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .._errors import HTTPError
+from .._json import loads
 
 MODEL_ID = "keylimit/demo"
 
@@ -61,8 +61,8 @@ class EmbeddingRequest:
 
 def parse_json(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
+        body = loads(raw)
+    except ValueError:
         raise InvalidRequest(
             "We could not parse the JSON body of your request. Send a JSON object.", param=None, code="invalid_json"
         ) from None
