@@ -1,5 +1,8 @@
 """One proxied exchange: the request streamed up, the answer streamed down, both stopped when
-the client leaves; and the hop-by-hop headers that never cross the proxy."""
+the client leaves; and the headers that never cross the proxy.
+
+It is given plain values (a client, the URL, the headers) by ``keylimit.proxy``, which decides
+them, and knows nothing of the proxy itself."""
 
 from __future__ import annotations
 
@@ -17,14 +20,15 @@ from ._types import Message, Receive, Scope, Send
 if TYPE_CHECKING:
     import httpx
 
-    from .proxy import Proxy
-
 logger = logging.getLogger("keylimit.proxy")
 
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer"}
     | {b"transfer-encoding", b"upgrade"}
 )
+# ASGI servers (uvicorn, hypercorn) write their own Date and Server beside the app's: relayed,
+# the upstream's would be a second of each. The client is answered by the proxy's server.
+SERVERS_OWN = frozenset({b"date", b"server"})
 
 
 class BadGateway(HTTPError):
@@ -42,8 +46,21 @@ class ClientDisconnected(Exception):
 class Exchange:
     """One request: stream it up, stream the answer down, stop both when the client leaves."""
 
-    def __init__(self, proxy: Proxy, scope: Scope, receive: Receive, send: Send) -> None:
-        self.proxy, self.scope, self.receive, self._send = proxy, scope, receive, send
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        client: httpx.AsyncClient,
+        url: str,
+        headers: list[tuple[bytes, bytes]],
+        timeouts: dict[str, float | None],
+        upstream: str,
+    ) -> None:
+        """``upstream`` names the upstream in the log (no credentials); ``timeouts`` are httpx's, per request."""
+        self.scope, self.receive, self._send = scope, receive, send
+        self.client, self.url, self.headers, self.timeouts, self.upstream = client, url, headers, timeouts, upstream
         self.body_read = anyio.Event()
         self.started = False
         self.length_delimited = False
@@ -83,12 +100,12 @@ class Exchange:
         try:
             request = httpx.Request(
                 self.scope["method"],
-                self.proxy.request_url(self.scope),
-                headers=self.proxy.request_headers(self.scope),
+                self.url,
+                headers=self.headers,
                 content=content,
-                extensions={"timeout": self.proxy.timeouts},
+                extensions={"timeout": self.timeouts},
             )
-            response = await self.proxy.client().send(request, stream=True, follow_redirects=False)
+            response = await self.client.send(request, stream=True, follow_redirects=False)
             await self.relay(response)
         except httpx.InvalidURL:
             await send_error(self.send, BadRequest("The request URL cannot be forwarded."))
@@ -114,7 +131,7 @@ class Exchange:
 
     async def relay(self, response: httpx.Response) -> None:
         received = [(name.lower(), value) for name, value in response.headers.raw]
-        dropped = HOP_BY_HOP | connection_tokens(received)
+        dropped = HOP_BY_HOP | SERVERS_OWN | connection_tokens(received)
         headers = [(name, value) for name, value in received if name not in dropped]
         self.length_delimited = "content-length" in response.headers
         self.event_stream = response.headers.get("content-type", "").startswith("text/event-stream") and (
@@ -135,7 +152,7 @@ class Exchange:
         when = "mid-stream" if self.started else "before answering"
         method, path = self.scope["method"], self.scope["path"]
         logger.warning(
-            "upstream %s failed %s for %s %s: %s: %s", self.proxy.upstream, when, method, path, type(exc).__name__, exc
+            "upstream %s failed %s for %s %s: %s: %s", self.upstream, when, method, path, type(exc).__name__, exc
         )
         if not self.started:
             error: HTTPError = (

@@ -92,7 +92,7 @@ class Proxy:
             userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
             self._authorization = b"Basic " + base64.b64encode(userinfo.encode())
         self._forward_authorization = forward_authorization and self._authorization is None
-        self.timeouts = httpx.Timeout(timeout).as_dict()
+        self.timeouts: dict[str, float | None] = httpx.Timeout(timeout).as_dict()
         self._client = client
         self._owns_client = client is None
 
@@ -101,7 +101,17 @@ class Proxy:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await Exchange(self, scope, receive, send).run()
+            exchange = Exchange(
+                scope,
+                receive,
+                send,
+                client=self.client(),
+                url=self.request_url(scope),
+                headers=self.request_headers(scope),
+                timeouts=self.timeouts,
+                upstream=self.upstream,
+            )
+            await exchange.run()
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "websocket":

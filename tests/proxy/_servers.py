@@ -14,6 +14,8 @@ import uvicorn
 from keylimit._types import ASGIApp, Receive, Scope, Send
 
 GZIPPED_TEXT = b"compressed hello " * 64
+UPSTREAM_DATE = b"Mon, 01 Jan 2001 00:00:00 GMT"
+UPSTREAM_SERVER = b"upstream/1.0"
 
 
 class Signal:
@@ -61,7 +63,7 @@ async def observed(signal: Signal) -> bool:
 class ServerThread:
     """``app`` served by uvicorn on a free loopback port, in a thread with its own event loop."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, http: str = "auto") -> None:
         self._socket = socket.socket()
         self._socket.bind(("127.0.0.1", 0))
         self._socket.listen(128)  # connections queue here until uvicorn accepts: no start-up wait
@@ -69,7 +71,13 @@ class ServerThread:
         self.url = f"http://{self.netloc}"
         # proxy_headers off: the scope's client is the real peer, not what X-Forwarded-For claims.
         config = uvicorn.Config(
-            app, lifespan="on", loop="asyncio", log_level="warning", proxy_headers=False, timeout_graceful_shutdown=5
+            app,
+            http=http,
+            lifespan="on",
+            loop="asyncio",
+            log_level="warning",
+            proxy_headers=False,
+            timeout_graceful_shutdown=5,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True)
@@ -136,6 +144,12 @@ class Upstream:
     async def route_teapot(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _start(send, 418, [(b"content-type", b"text/plain"), (b"x-teapot", b"short and stout")])
         await _chunk(send, b"I'm a teapot", more=False)
+
+    async def route_stamped(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The upstream's own Date and Server, beside the ones its ASGI server adds.
+        headers = [(b"date", UPSTREAM_DATE), (b"server", UPSTREAM_SERVER), (b"content-length", b"2")]
+        await _start(send, 200, headers)
+        await _chunk(send, b"ok", more=False)
 
     async def route_redirect(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _start(send, 302, [(b"location", b"/elsewhere"), (b"content-length", b"0")])
