@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from ._body import body_headers, receive_body, replay, too_large, with_content_length
 from ._clock import Clock, system_clock
 from ._deadline import DeadlineExceeded, Deadlines
+from ._encodings import restrict_accept_encoding
 from ._errors import (
     HTTPError,
     LimitStorageUnavailable,
@@ -22,7 +23,8 @@ from ._headers import is_rate_limit_header, rate_limit_headers, replace_rate_lim
 from ._models import Principal
 from ._plans import Plans
 from ._responses import send_error
-from ._taps import Tap, tap_for
+from ._reading import tap_for
+from ._taps import Tap
 from ._tokens import EstimatingTokenCounter, TokenCounter
 from ._types import PRINCIPAL_SCOPE_KEY, ASGIApp, Message, Receive, Scope, Send
 from ._usage import TokenRequest, inspect_request, token_count
@@ -197,6 +199,11 @@ class RateLimitMiddleware:
             await self.app(scope, receive, with_headers(send, headers))
             return
 
+        # The app is asked only for content codings whose usage can be read.
+        accepted = restrict_accept_encoding(scope["headers"], request.strip_usage)
+        if accepted is not scope["headers"]:
+            scope = {**scope, "headers": accepted}
+
         # A token-bearing request: the response is read as it passes, then settled.
         tap: Tap | None = None
         strip = request.strip_usage
@@ -220,18 +227,22 @@ class RateLimitMiddleware:
             if message["type"] == "http.response.start":
                 raw = message.get("headers", ())
                 content_type = b""
+                encoding: bytes | None = None
                 owned = False
                 for name, value in raw:
                     if name == b"content-type":
                         if not content_type:
                             content_type = value
+                    elif name == b"content-encoding":
+                        encoding = value if encoding is None else encoding + b"," + value
                     elif not owned and is_rate_limit_header(name):
                         owned = True
-                tap = tap_for(content_type, strip)
-                if tap is not None and tap.rewrites:  # stripping usage changes the length
-                    message["headers"] = [
-                        (n, v) for n, v in raw if not (is_rate_limit_header(n) or n == b"content-length")
-                    ] + headers
+                tap = tap_for(content_type, encoding, strip, request.reserve)
+                if tap is not None and tap.rewrites:  # stripping usage changes the length (and undoes any coding)
+                    dropped = (b"content-length", b"content-encoding") if tap.decodes else (b"content-length",)
+                    message["headers"] = [(n, v) for n, v in raw if not (is_rate_limit_header(n) or n in dropped)] + (
+                        headers
+                    )
                 else:
                     message["headers"] = replace_rate_limit_headers(raw, headers, owned)
             await send(message)

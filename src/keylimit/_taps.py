@@ -39,6 +39,11 @@ class Tap:
         """Whether ``feed`` may return other bytes than it was given."""
         return False
 
+    @property
+    def decodes(self) -> bool:
+        """Whether ``feed`` returns the body with its content codings undone."""
+        return False
+
     def feed(self, chunk: bytes, more: bool) -> bytes:
         raise NotImplementedError
 
@@ -215,25 +220,8 @@ _NULL_USAGE = re.compile(rb'\s*,\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*n
 """A ``"usage": null`` member with the comma that joins it to a neighbour."""
 
 
-def tap_for(content_type: bytes, strip: bool) -> Tap | None:
-    """The tap for a response of ``content_type``, or None to read nothing."""
-    kind = _TAP_KINDS.get(content_type, _UNSEEN)
-    if kind is _UNSEEN:
-        kind = _tap_kind(content_type)
-        if len(_TAP_KINDS) < 256:  # a server sends few distinct content types: classify each once
-            _TAP_KINDS[content_type] = kind
-    if kind is JSONTap:
-        return JSONTap()
-    if kind is SSETap:
-        return SSETap(strip)
-    return None
-
-
-_UNSEEN = object()
-_TAP_KINDS: dict[bytes, object] = {}
-
-
-def _tap_kind(content_type: bytes) -> type[Tap] | None:
+def tap_kind(content_type: bytes) -> type[Tap] | None:
+    """The tap class for a response of ``content_type``, or None to read nothing."""
     if content_type.partition(b";")[0].strip().lower() == b"text/event-stream":
         return SSETap
     if is_json(content_type):
