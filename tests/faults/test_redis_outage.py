@@ -1,7 +1,7 @@
 """Redis, as both key store and limit backend, stopped and restarted under steady traffic
 (issue 6, Faults): verified keys keep working, an unseen key gets 503 (never 401), no
 request gets a 500; after recovery no key, revocation or plan change is lost and the
-limits are shared again.
+limits are shared again, from the limit storage's own probe (it needs no request).
 
 Run: ``.venv/bin/pytest -q tests/faults/test_redis_outage.py``
 """
@@ -27,6 +27,7 @@ from keylimit._runtime import key_manager
 from keylimit.backends.guarded import GuardedBackend
 from keylimit.stores.redis import RedisKeyStore
 from tests._redis import RedisServer
+from tests._sleep import ManualSleep
 
 pytestmark = pytest.mark.redis
 
@@ -101,6 +102,7 @@ async def test_redis_stopped_and_restarted_under_traffic(
     store, limits = protect.store, protect.limits
     assert isinstance(store, RedisKeyStore)
     assert isinstance(limits, GuardedBackend)
+    limits.sleep = probe_timer = ManualSleep()
     manager = key_manager(protect.config, store)
 
     # Before the outage: three keys in use, one revoked, one plan changed, two never used.
@@ -153,6 +155,9 @@ async def test_redis_stopped_and_restarted_under_traffic(
             await asyncio.wait_for(store._lost.wait(), WAIT)
             await responses(PER_PHASE)
             assert limits.degraded  # counting in this process meanwhile (policy fallback)
+            await probe_timer.wake()  # a second later the probe is refused, and waits twice as long
+            await probe_timer.until_asleep()
+            assert limits.degraded
             assert_503(await c.get("/whoami", headers=bearer(unseen)))
             assert_503(await c.get("/whoami", headers=bearer(revoked)))  # dropped at revocation: never stale
 
@@ -163,8 +168,10 @@ async def test_redis_stopped_and_restarted_under_traffic(
 
             await asyncio.to_thread(redis_with_disk.start)
             phase = "restarted"
-            assert await limits.probe()
+            await probe_timer.wake()
+            await limits.join_probe()
             assert not limits.degraded
+            assert probe_timer.asked == [1.0, 2.0]
             await asyncio.wait_for(store._live.wait(), WAIT)
             await responses(PER_PHASE)
             done.set()
