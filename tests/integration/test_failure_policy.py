@@ -12,6 +12,7 @@ from keylimit import ManualClock
 from keylimit.backends.guarded import FIRST_PROBE, GuardedBackend
 from keylimit.backends.redis import decode_state, state_key
 from tests._redis import RedisServer
+from tests._sleep import ManualSleep
 
 from .conftest import MakeProtect, assert_openai_error, bearer, client, make_key
 
@@ -36,6 +37,7 @@ async def test_fallback_never_answers_500_and_returns_to_redis_after_the_probe(
     protect = make_protect(limits_url=private_redis.url, failure_policy="fallback", redis_timeout=0.5)
     guarded = protect.limits
     assert isinstance(guarded, GuardedBackend)
+    guarded.sleep = timer = ManualSleep(clock)
     token = await make_key(protect)
     statuses: list[int] = []
     some_traffic, stopped = asyncio.Event(), asyncio.Event()
@@ -66,10 +68,10 @@ async def test_fallback_never_answers_500_and_returns_to_redis_after_the_probe(
         await asyncio.to_thread(private_redis.start)
         assert (await c.get("/whoami", headers=bearer(token))).status_code in (200, 429)  # probe not due yet
         assert guarded.degraded
-        clock.advance(FIRST_PROBE)
-        await c.get("/whoami", headers=bearer(token))  # starts the probe
+        await timer.wake()  # the probe's own timer: no request needed
         await guarded.join_probe()
         assert not guarded.degraded
+        assert timer.asked == [FIRST_PROBE]
 
         # The restarted Redis is empty: whatever it holds now was counted there.
         answer = await c.get("/whoami", headers=bearer(token))
