@@ -45,6 +45,7 @@ def fill_keys(keys_db: Path, count: int) -> float:
             None,
             None,
             None,
+            None,
         )
         for i in range(count)
     )

@@ -1,10 +1,18 @@
 """The key hot path: an ``Authorization`` header in, a ``Principal`` out.
 
 header → ``Bearer`` token → format and checksum (no I/O) → cache of verified keys → on a
-miss, one lookup by kid and one argon2 verify in a worker thread, behind a semaphore, once
+miss, one lookup by kid, the key's check value (``_hashing``: a wrong secret is refused
+there, without argon2), then one argon2 verify in a worker thread, behind a semaphore, once
 for any number of concurrent requests with the same token. Expiry is re-checked on every
-hit; revocations and plan changes evict through the store's events. Addresses that fail
-too often are refused before any argon2 work; ``last_used_at`` is written behind.
+hit; revocations and plan changes evict through the store's events; ``last_used_at`` is
+written behind.
+
+Failed authentications refuse nothing but themselves: there is no per-address lockout, so
+that clients sharing an address (behind a load balancer, a NAT) can never lock each other
+out, whatever one of them sends. What bounds an attacker instead: garbage costs no I/O, a
+wrong secret costs one lookup and no argon2, and argon2 (a key created before check values,
+or the one wrong secret in 2**32 whose check matches) never runs more than
+``verify_concurrency`` at once. Each refusal is logged and counted by the middleware.
 
 Stale-if-error: when the store fails while a lapsed entry is revalidated, the cached
 principal is served for another TTL, as long as the key itself has not expired. A key
@@ -14,8 +22,7 @@ whose revocation was announced has no entry left, and a key never verified gets
 The scheme is matched case-insensitively (``bearer`` works, as RFC 7235 says it should);
 between scheme and token there is exactly one space, and the token must be a well-formed
 key of this prefix. A missing key (no header, an empty one, or a bare ``Bearer``) is
-``MissingKey`` and is not counted as a failure; everything else that is not a usable key
-is ``InvalidKey`` and is. Clients with no address share one throttle bucket.
+``MissingKey``; everything else that is not a usable key is ``InvalidKey``.
 """
 
 from __future__ import annotations
@@ -29,13 +36,12 @@ from typing import Any, TypeVar
 
 from ._cache import Verified, VerifiedCache
 from ._clock import Clock, system_clock
-from ._errors import AuthThrottled, InvalidKey, KeyStoreUnavailable, MissingKey
-from ._hashing import Hasher
+from ._errors import InvalidKey, KeyStoreUnavailable, MissingKey
+from ._hashing import Hasher, check_refuses, key_check
 from ._keys import KeyFormat, ParsedKey
 from ._last_use import LastUse
 from ._models import Account, KeyRecord, Principal
 from ._plans import Plans
-from ._throttle import FailureThrottle
 from .metrics import Metrics
 from .stores import KeyStore, StoreEvent
 
@@ -77,10 +83,13 @@ class Authenticator:
         cache_ttl: float = 5.0,
         cache_size: int = 10_000,
         verify_concurrency: int = 2,
-        failures_per_minute: int = 30,
+        failures_per_minute: int | None = None,
         last_used_interval: float = 60.0,
         metrics: Metrics | None = None,
     ) -> None:
+        # ``failures_per_minute`` is accepted and ignored: failed authentications no longer
+        # refuse an address (see the module docstring), and old configurations still load.
+        del failures_per_minute
         if verify_concurrency < 1:
             raise ValueError("verify_concurrency must be at least 1")
         self.store = store
@@ -90,12 +99,11 @@ class Authenticator:
         self.clock = clock
         self.metrics = metrics
         self._cache = VerifiedCache(ttl=cache_ttl, size=cache_size, clock=clock)
-        self._throttle = FailureThrottle(failures_per_minute, clock=clock)
         self.verify_concurrency = verify_concurrency
         self._verify_slots = asyncio.Semaphore(verify_concurrency)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: dict[bytes, asyncio.Future[Principal | None]] = {}
-        self._rehashing: set[str] = set()
+        self._upgrading: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self.last_use = LastUse(store, last_used_interval)
         self._subscribed = False
@@ -168,8 +176,8 @@ class Authenticator:
     async def authenticate(self, authorization: bytes | None, client: str | None) -> Principal:
         """The caller's principal.
 
-        Raises ``MissingKey``, ``InvalidKey``, ``AuthThrottled`` (too many failures from
-        ``client``) or ``KeyStoreUnavailable`` (store down and the key not cached).
+        Raises ``MissingKey``, ``InvalidKey`` or ``KeyStoreUnavailable`` (store down and
+        the key not cached). ``client`` (the caller's address) only goes into the logs.
         """
         if not self._started or asyncio.get_running_loop() is not self._loop:
             await self.start()
@@ -183,15 +191,10 @@ class Authenticator:
                 return self._hit(entry, now)
         try:
             parsed = parse_bearer(authorization, self.key_format)
-        except MissingKey:
-            self._refuse_if_throttled(client)
-            raise
         except InvalidKey:
-            self._refuse_if_throttled(client)
-            self._failed(client, "not a well-formed key")
+            logger.debug("authentication failed from %s: not a well-formed key", client)
             raise
         if entry is None:
-            self._refuse_if_throttled(client)
             try:
                 principal = await self._verify_once(parsed, digest, None)
             except KeyStoreUnavailable as exc:
@@ -211,7 +214,7 @@ class Authenticator:
             self._cache.discard(digest)  # expired since it was cached
             principal = None
         if principal is None:
-            self._failed(client, f"key_{parsed.kid} not usable")
+            logger.debug("authentication failed from %s: key_%s not usable", client, parsed.kid)
             raise InvalidKey()
         self.last_use.used(parsed.kid, now)
         return principal
@@ -223,7 +226,7 @@ class Authenticator:
         self._verify_slots = asyncio.Semaphore(self.verify_concurrency)
         self._inflight.clear()
         self._background.clear()
-        self._rehashing.clear()
+        self._upgrading.clear()
         self.last_use.forget_task()
         self._started = False
 
@@ -237,17 +240,6 @@ class Authenticator:
                 error,
                 extra={"storage": "keys", "state": "down", "reason": error},
             )
-
-    def _refuse_if_throttled(self, client: str | None) -> None:
-        retry_after = self._throttle.retry_after(client)
-        if retry_after is not None:
-            raise AuthThrottled(retry_after)
-
-    def _failed(self, client: str | None, why: str) -> None:
-        self._throttle.failed(client)
-        logger.debug("authentication failed from %s: %s", client, why)
-        if self._throttle.retry_after(client) is not None:
-            logger.warning("throttling authentication from %s after too many failures", client)
 
     async def _verify_once(self, parsed: ParsedKey, digest: bytes, known: KeyRecord | None) -> Principal | None:
         """Verify, sharing one verification among concurrent requests with the same token.
@@ -278,6 +270,8 @@ class Authenticator:
         if record is None or record.key_type is not parsed.key_type or not record.is_usable(self.clock()):
             return None
         if known is None or not hmac.compare_digest(known.hash, record.hash):
+            if check_refuses(record.check, parsed.token):
+                return None  # a wrong secret, refused without argon2
             async with self._verify_slots:
                 ok = await asyncio.to_thread(self.hasher.verify, record.hash, parsed.token)
             if self.metrics is not None:
@@ -295,9 +289,10 @@ class Authenticator:
             limits=account.limits,
             display_hint=record.hint,
         )
-        if record.kid not in self._rehashing and self.hasher.needs_rehash(record.hash):
-            self._rehashing.add(record.kid)
-            self._spawn(self._rehash(record.kid, parsed.token))
+        rehash = self.hasher.needs_rehash(record.hash)
+        if (rehash or record.check is None) and record.kid not in self._upgrading:
+            self._upgrading.add(record.kid)
+            self._spawn(self._upgrade(record.kid, parsed.token, rehash=rehash, add_check=record.check is None))
         self._cache.put(digest, record, principal, epoch)
         logger.debug("verified %s of account %s", record.id, record.account_id)
         return principal
@@ -322,13 +317,19 @@ class Authenticator:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _rehash(self, kid: str, token: str) -> None:
+    async def _upgrade(self, kid: str, token: str, *, rehash: bool, add_check: bool) -> None:
+        """A key that just verified, brought up to date: given the check value it was
+        created without, and hashed with today's argon2 parameters."""
         try:
-            async with self._verify_slots:
-                hashed = await asyncio.to_thread(self.hasher.hash, token)
-            await self.store.set_hash(kid, hashed)
-            logger.info("re-hashed key_%s with %r", kid, self.hasher)
+            if add_check:
+                await self.store.set_check(kid, key_check(token))
+                logger.info("added a check value to key_%s", kid)
+            if rehash:
+                async with self._verify_slots:
+                    hashed = await asyncio.to_thread(self.hasher.hash, token)
+                await self.store.set_hash(kid, hashed)
+                logger.info("re-hashed key_%s with %r", kid, self.hasher)
         except Exception as exc:
-            logger.warning("could not re-hash key_%s (%s)", kid, type(exc).__name__)
+            logger.warning("could not upgrade the stored record of key_%s (%s)", kid, type(exc).__name__)
         finally:
-            self._rehashing.discard(kid)
+            self._upgrading.discard(kid)

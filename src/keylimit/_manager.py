@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from ._clock import Clock, system_clock
 from ._errors import BadRequest
-from ._hashing import Hasher
+from ._hashing import Hasher, key_check
 from ._keys import KeyFormat, is_valid_kid
 from ._models import Account, KeyRecord, KeyType, Limits, Scope
 from ._plans import Plans
@@ -84,6 +84,7 @@ class KeyManager:
             hint=self.key_format.hint(parsed.token, key_type, parsed.kid),
             created_at=now,
             expires_at=expires_at,
+            check=key_check(parsed.token),
         )
         if self.plans.default != "free" and await self.store.get_account(account_id) is None:
             # Stores create a missing account on the built-in default plan; this one's differs.

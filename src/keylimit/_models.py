@@ -60,7 +60,12 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
-    """What the key store holds for one key. Never the plaintext; the hash stays out of repr."""
+    """What the key store holds for one key. Never the plaintext; the hash and the check
+    value stay out of repr (and out of ``public``).
+
+    ``check`` is the key's check value (``_hashing.key_check``), None for a key created
+    before check values existed, until its first successful verification adds it.
+    """
 
     kid: str
     account_id: str
@@ -74,6 +79,7 @@ class KeyRecord:
     expires_at: float | None = None
     revoked_at: float | None = None
     last_used_at: float | None = None
+    check: str | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:

@@ -21,7 +21,6 @@ _ERRORS = {
     "403": _answer("The key lacks the 'full' scope, or the operation needs an admin session", "Error"),
     "404": _answer("No such key, or the key belongs to another account (not_found)", "Error"),
     "413": _answer("The request body is over 64 KiB (request_too_large)", "Error"),
-    "429": _answer("Too many failed authentications from this address (too_many_auth_failures)", "Error"),
     "503": _answer("The key store is unavailable (service_unavailable); see Retry-After", "Error"),
 }
 _STRING_OR_NULL = {"type": "string", "nullable": True}
@@ -137,7 +136,7 @@ def _operation(summary: str, ok: tuple[str, str, str], errors: str, body: str | 
 def openapi_schema(path: str, *, usage: bool = False) -> dict[str, Any]:
     account = {"name": "account_id", "in": "path", "required": True, "schema": {"type": "string"}}
     key = {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    keys_errors = "400 401 403 404 429 503"
+    keys_errors = "400 401 403 404 503"
     paths: dict[str, Any] = {
         f"{path}/{{account_id}}/apiKeys": {
             "parameters": [account],

@@ -7,7 +7,7 @@ and storages, never a key or a secret; an ``account`` label is added only with
 
     keylimit_requests_admitted_total{plan}              requests let through to the app
     keylimit_requests_refused_total{reason, plan}       refusals: missing_key, invalid_key, scope,
-                                                        throttled, requests, prompt_tokens,
+                                                        requests, prompt_tokens,
                                                         completion_tokens, storage
     keylimit_tokens_charged_total{dimension, plan}      prompt and completion tokens charged
     keylimit_key_cache_hits_total                       keys answered from the verified-key cache
@@ -29,7 +29,6 @@ REASONS = (
     "missing_key",
     "invalid_key",
     "scope",
-    "throttled",
     "requests",
     "prompt_tokens",
     "completion_tokens",

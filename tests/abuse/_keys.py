@@ -6,16 +6,16 @@ import secrets
 
 import httpx
 
-from keylimit._keys import ALPHABET, SECRET_LEN, checksum
+from keylimit._keys import ALPHABET, CRC_LEN, SECRET_LEN, checksum
 
 ADMIN = "abuse-admin-session-token"
 
 
-def make_key(base_url: str, account: str = "acct_1") -> str:
+def make_key(base_url: str, account: str = "acct_1", key_type: str = "sdk") -> str:
     """A full-scope key, created over HTTP as a user would (the server's own loop owns the store)."""
     response = httpx.post(
         f"{base_url}/v1/accounts/{account}/apiKeys",
-        json={"name": "abuse"},
+        json={"name": "abuse", "type": key_type},
         headers={"authorization": f"Bearer {ADMIN}"},
         timeout=30,
     )
@@ -23,10 +23,11 @@ def make_key(base_url: str, account: str = "acct_1") -> str:
     return str(response.json()["key"])
 
 
-def forged(real: str, prefix: str = "forii") -> str:
-    """A token with ``real``'s kid and type, a fresh random secret and a valid checksum: it gets past
-    the format and checksum checks and costs one store lookup and one argon2 verification."""
-    kid = real.split("_")[-2]
-    secret = "".join(secrets.choice(ALPHABET) for _ in range(SECRET_LEN))
-    body = f"sk_{kid}_{secret}"
+def forged(real: str) -> str:
+    """A token with ``real``'s prefix, type and kid, a fresh random secret and a valid checksum: it
+    gets past the format and checksum checks and costs one store lookup (argon2 only for a key
+    that has no check value)."""
+    head = real[: -(SECRET_LEN + CRC_LEN)]  # "{prefix}_sk_{kid}_" or "{prefix}_{kid}_"
+    prefix, _, rest = head.partition("_")
+    body = rest + "".join(secrets.choice(ALPHABET) for _ in range(SECRET_LEN))
     return f"{prefix}_{body}{checksum(body)}"

@@ -1,5 +1,5 @@
-"""The hot path's behaviour: storage at rest, logs, expiry, concurrency, argon2 params, throttle,
-last_used_at and a store that is down."""
+"""The hot path's behaviour: storage at rest, logs, expiry, concurrency, argon2 params, failed
+authentications, last_used_at and a store that is down."""
 
 from __future__ import annotations
 
@@ -190,33 +190,24 @@ async def test_a_key_hashed_with_old_parameters_is_rehashed_on_use() -> None:
     assert (await fresh.authenticate(f"Bearer {token}".encode(), None)).key_id == record.id
 
 
-# --- failed-authentication throttle
+# --- failed authentications
 
 
-async def test_failures_throttle_one_address_only_and_lift_after_the_window(make_harness: type[Harness]) -> None:
-    harness = make_harness(failures_per_minute=3, cache_ttl=3600)
+async def test_failures_from_one_address_lock_out_nothing_and_cost_no_argon2(make_harness: type[Harness]) -> None:
+    harness = make_harness(failures_per_minute=3, cache_ttl=3600)  # a setting that no longer refuses
     attacker, bystander = "203.0.113.7", "198.51.100.2"
     cached = await harness.key("acct_a")
     other = await harness.key("acct_a")
     victim_key = await harness.key("acct_b")
     assert (await harness.call("GET", cached, address=attacker)).status_code == 200
-    for _ in range(3):
+    for _ in range(30):
         assert (await harness.call("GET", KeyFormat().generate().token, address=attacker)).status_code == 401
-    verifies = harness.hasher.verifies
+        assert (await harness.call("GET", b"Basic abc", address=attacker)).status_code == 401
+    assert harness.hasher.verifies == 1  # unknown keys and garbage: no argon2
 
-    throttled = await harness.call("GET", other, address=attacker)
-    assert throttled.status_code == 429
-    assert throttled.json()["error"]["code"] == "too_many_auth_failures"
-    assert throttled.json()["error"]["type"] == "invalid_request_error"
-    retry_after = int(throttled.headers["retry-after"])
-    assert 1 <= retry_after <= 120
-    assert (await harness.call("GET", b"Basic abc", address=attacker)).status_code == 429
-    assert harness.hasher.verifies == verifies  # no argon2 work for a throttled address
-    assert (await harness.call("GET", cached, address=attacker)).status_code == 200  # cache hits still pass
-    assert (await harness.call("GET", victim_key, address=bystander)).status_code == 200
-
-    harness.clock.advance(int(throttled.headers["retry-after-ms"]) / 1000)
     assert (await harness.call("GET", other, address=attacker)).status_code == 200
+    assert (await harness.call("GET", cached, address=attacker)).status_code == 200
+    assert (await harness.call("GET", victim_key, address=bystander)).status_code == 200
 
 
 # --- last_used_at

@@ -236,8 +236,8 @@ async def test_a_store_url_and_authenticator_options_build_the_authenticator() -
     harness = Harness()
     harness.app = app
     assert (await harness.get(token)).status_code == 200
-    assert (await harness.get("forii_sk_nope")).status_code == 401
-    assert (await harness.get("forii_sk_nope")).status_code == 429  # failures_per_minute=1 reached the throttle
+    for _ in range(3):  # failures_per_minute is accepted and refuses nothing
+        assert (await harness.get("forii_sk_nope")).status_code == 401
     sent = await _run(app, {"type": "lifespan"}, [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 

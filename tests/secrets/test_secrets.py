@@ -154,7 +154,7 @@ async def test_no_response_but_create_holds_key_material(no_key_material_in_logs
         async with client(protect, "10.0.0.9") as attacker:
             for _ in range(31):
                 last = await attacker.get("/whoami", headers=bearer(forged(token)))
-            seen("auth throttled", last)
+            seen("wrong secrets flood", last)
         statuses = {what: response.status_code for what, response, _ in seen.seen}
         print("\n" + ", ".join(f"{what} {status}" for what, status in statuses.items()))
         assert statuses == {
@@ -163,7 +163,7 @@ async def test_no_response_but_create_holds_key_material(no_key_material_in_logs
             "mgmt other account's key": 404, "mgmt read key": 403, "mgmt plan by key": 403, "mgmt bad body": 400,
             "mgmt bad field": 400, "mgmt unknown key": 404, "mgmt too large": 413, "ok": 200, "missing": 401,
             "wrong secret": 401, "malformed": 401, "token in a second header": 401, "revoked": 401, "scope": 403,
-            "too large": 413, "requests 429": 429, "tokens 429": 429, "expired": 401, "auth throttled": 429,
+            "too large": 413, "requests 429": 429, "tokens 429": 429, "expired": 401, "wrong secrets flood": 401,
         }  # fmt: skip
         assert seen.leaks(watch) == []
     finally:
@@ -313,6 +313,8 @@ CONSTANT_TIME_SITES = {
     ("management.py", "hmac.compare_digest(token.encode(), self._token)"),
     # A lapsed cache entry's hash against the store's, to skip argon2 when unchanged.
     ("_authenticator.py", "hmac.compare_digest(known.hash, record.hash)"),
+    # A token's check value against the stored one, before any argon2.
+    ("_hashing.py", "hmac.compare_digest(check, key_check(token))"),
 }
 # A key against its stored hash: argon2's own verify (argon2-cffi compares in constant time).
 ARGON2_SITES = {("_hashing.py", "self._ph.verify(hashed, token)")}

@@ -75,6 +75,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
             expires_at=T0 + 86_400.5,
             revoked_at=T0 + 60.25,
             last_used_at=T0 + 30.000001,
+            check="0a1bc2d3",
         ),
     ],
 )
@@ -138,6 +139,18 @@ async def test_set_hash_replaces_the_hash_only(store: KeyStore) -> None:
     got = await store.get_key("AAAAAAAAAAA1")
     assert got == make_record("AAAAAAAAAAA1", hash="$argon2id$v=19$m=65536,t=3,p=4$new")
     assert await store.get_key("ZZZZZZZZZZZZ") is None
+
+
+async def test_set_check_writes_the_check_only(store: KeyStore) -> None:
+    await store.add_key(make_record("AAAAAAAAAAA1"))  # created before check values: none
+    assert (await store.get_key("AAAAAAAAAAA1")) == make_record("AAAAAAAAAAA1", check=None)
+
+    await store.set_check("AAAAAAAAAAA1", "9f8e7d6c")
+    await store.set_check("ZZZZZZZZZZZZ", "00000000")
+
+    assert (await store.get_key("AAAAAAAAAAA1")) == make_record("AAAAAAAAAAA1", check="9f8e7d6c")
+    assert await store.get_key("ZZZZZZZZZZZZ") is None
+    assert [r.check for r in await store.list_keys("acct_a")] == ["9f8e7d6c"]
 
 
 async def test_touch_keys_writes_last_used_for_each(store: KeyStore) -> None:

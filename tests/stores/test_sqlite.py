@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from keylimit import ConfigurationError, KeyStoreUnavailable
+from keylimit import ConfigurationError, KeyFormat, KeyStoreUnavailable
+from keylimit._authenticator import Authenticator
+from keylimit._hashing import CHEAPEST, Hasher, key_check
 from keylimit.stores import open_key_store
 from keylimit.stores.sqlite import SCHEMA_VERSION, SQLiteKeyStore
 from tests.stores.test_contract import make_record
@@ -62,6 +64,83 @@ async def test_first_use_creates_a_versioned_wal_schema(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"keys", "accounts"} <= tables
+
+
+# The schema keylimit created before keys had check values (user_version 1), verbatim.
+SCHEMA_1 = """
+    CREATE TABLE accounts (
+        id TEXT PRIMARY KEY, plan TEXT NOT NULL,
+        requests INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER
+    );
+    CREATE TABLE keys (
+        kid TEXT PRIMARY KEY, account_id TEXT NOT NULL, name TEXT NOT NULL, key_type TEXT NOT NULL,
+        scopes TEXT NOT NULL, hash TEXT NOT NULL, hint TEXT NOT NULL, created_at REAL NOT NULL,
+        status TEXT NOT NULL, expires_at REAL, revoked_at REAL, last_used_at REAL
+    );
+    CREATE INDEX keys_by_account ON keys (account_id, created_at, kid);
+    PRAGMA user_version = 1;
+"""
+
+
+def schema_1_file(path: Path, kid: str, hashed: str) -> None:
+    """A store file written by keylimit before check values: one account, one key."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(SCHEMA_1)
+        conn.execute("INSERT INTO accounts VALUES ('acct_a', 'pro', NULL, NULL, NULL)")
+        conn.execute(
+            "INSERT INTO keys VALUES (?, 'acct_a', ?, 'sdk', 'full', ?, ?, ?, 'active', NULL, NULL, ?)",
+            (kid, f"name of {kid}", hashed, f"forii_sk_{kid}\u2026abcd", 1_700_000_000.0, 1_700_000_030.0),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def test_a_store_file_from_schema_1_is_migrated_and_keeps_its_keys(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    schema_1_file(path, "AAAAAAAAAAA1", "$argon2id$v=19$m=8,t=1,p=1$AAAAAAAAAAA1")
+    store = SQLiteKeyStore(path)
+    try:
+        assert await store.get_key("AAAAAAAAAAA1") == make_record("AAAAAAAAAAA1", last_used_at=1_700_000_030.0)
+        account = await store.get_account("acct_a")
+        assert account is not None
+        assert account.plan == "pro"
+        await store.set_check("AAAAAAAAAAA1", "0a1bc2d3")
+        await store.add_key(make_record("BBBBBBBBBBB1", check="4e5f6a7b"))
+        assert [(r.kid, r.check) for r in await store.list_keys("acct_a")] == [
+            ("AAAAAAAAAAA1", "0a1bc2d3"),
+            ("BBBBBBBBBBB1", "4e5f6a7b"),
+        ]
+    finally:
+        await store.aclose()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    reopened = SQLiteKeyStore(path)  # a migrated file opens as it is
+    try:
+        assert (await reopened.get_key("AAAAAAAAAAA1")) == make_record(
+            "AAAAAAAAAAA1", last_used_at=1_700_000_030.0, check="0a1bc2d3"
+        )
+    finally:
+        await reopened.aclose()
+
+
+async def test_a_key_in_a_schema_1_file_authenticates_and_gains_its_check(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    parsed = KeyFormat().generate()
+    hasher = Hasher(CHEAPEST)
+    schema_1_file(path, parsed.kid, hasher.hash(parsed.token))
+    store = SQLiteKeyStore(path)
+    auth = Authenticator(store, hasher=hasher)
+    try:
+        principal = await auth.authenticate(f"Bearer {parsed.token}".encode(), None)
+        assert (principal.key_id, principal.account_id, principal.plan) == (f"key_{parsed.kid}", "acct_a", "pro")
+        await auth.aclose()
+        stored = await store.get_key(parsed.kid)
+        assert stored is not None
+        assert stored.check == key_check(parsed.token)
+    finally:
+        await store.aclose()
 
 
 async def test_a_newer_schema_is_refused_not_damaged(tmp_path: Path) -> None:

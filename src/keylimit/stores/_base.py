@@ -45,6 +45,9 @@ class KeyStore(Protocol):
     async def set_hash(self, kid: str, hashed: str) -> None:
         """Replace a key's hash (argon2 parameters upgraded)."""
 
+    async def set_check(self, kid: str, check: str) -> None:
+        """Set a key's check value (a key created before check values, on its first use)."""
+
     async def touch_keys(self, used: Mapping[str, float]) -> None:
         """Write ``last_used_at`` for several kids at once."""
 

@@ -109,7 +109,7 @@ class EventChannel:
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
-                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                        await pubsub.aclose()
             if loop.time() - since > BACKOFF_MAX:
                 delay = BACKOFF_MIN  # it was up a while: a fresh failure, not a flapping one
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))

@@ -2,8 +2,9 @@
 
 One place decides how a ``KeyRecord`` or an ``Account`` is written and read back: enums by
 value, scopes comma-joined, times as floats, absent values as None (a NULL column, a
-missing hash field). Reading accepts ``bytes`` too, as Redis answers with them. A stored
-record that cannot be read back is reported as ``KeyStoreUnavailable``, never as a crash.
+missing hash field; a key stored before check values has no ``check``). Reading accepts
+``bytes`` too, as Redis answers with them. A stored record that cannot be read back is
+reported as ``KeyStoreUnavailable``, never as a crash.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .._errors import KeyStoreUnavailable
+from .._hashing import CHECK_BYTES
 from .._models import Account, KeyRecord, KeyStatus, KeyType, Limits, Scope
 
 Field = str | float | int | None
+CHECK_LEN = 2 * CHECK_BYTES
+_HEX = frozenset("0123456789abcdef")
 
 KEY_FIELDS = (
     "kid",
@@ -28,6 +32,7 @@ KEY_FIELDS = (
     "expires_at",
     "revoked_at",
     "last_used_at",
+    "check",
 )
 LIMIT_FIELDS = ("requests", "prompt_tokens", "completion_tokens")
 ACCOUNT_FIELDS = ("id", "plan", *LIMIT_FIELDS)
@@ -47,6 +52,7 @@ def key_to_fields(record: KeyRecord) -> dict[str, Field]:
         "expires_at": _float_or_none(record.expires_at),
         "revoked_at": _float_or_none(record.revoked_at),
         "last_used_at": _float_or_none(record.last_used_at),
+        "check": record.check,
     }
 
 
@@ -67,6 +73,7 @@ def key_from_fields(fields: Mapping[str, object]) -> KeyRecord:
             expires_at=_optional_number(fields.get("expires_at")),
             revoked_at=_optional_number(fields.get("revoked_at")),
             last_used_at=_optional_number(fields.get("last_used_at")),
+            check=_check_or_none(fields.get("check")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise KeyStoreUnavailable(f"the key store holds a malformed record for key_{kid}") from exc
@@ -101,6 +108,15 @@ def decode_hash(raw: Mapping[bytes | str, bytes | str]) -> dict[str, object]:
 def encode_hash(fields: Mapping[str, Field]) -> dict[str, str]:
     """Fields for a Redis hash: absent values left out, floats written so they read back exactly."""
     return {k: repr(v) if isinstance(v, float) else str(v) for k, v in fields.items() if v is not None}
+
+
+def _check_or_none(value: object) -> str | None:
+    # Not a check value keylimit wrote (absent, or damaged): treated as none, so the key
+    # verifies with argon2 and is given its check again, rather than being locked out.
+    if value is None:
+        return None
+    text = _text(value)
+    return text if len(text) == CHECK_LEN and _HEX.issuperset(text) else None
 
 
 def _float_or_none(value: float | None) -> float | None:

@@ -54,6 +54,11 @@ class MemoryKeyStore:
         if record is not None:
             self._keys[kid] = dataclasses.replace(record, hash=hashed)
 
+    async def set_check(self, kid: str, check: str) -> None:
+        record = self._keys.get(kid)
+        if record is not None:
+            self._keys[kid] = dataclasses.replace(record, check=check)
+
     async def touch_keys(self, used: Mapping[str, float]) -> None:
         for kid, at in used.items():
             record = self._keys.get(kid)

@@ -173,6 +173,9 @@ class RedisKeyStore:
     async def set_hash(self, kid: str, hashed: str) -> None:
         await self._eval(_UPDATE_KEY, [key_name(kid)], ["hash", hashed])
 
+    async def set_check(self, kid: str, check: str) -> None:
+        await self._eval(_UPDATE_KEY, [key_name(kid)], ["check", check])
+
     async def touch_keys(self, used: Mapping[str, float]) -> None:
         if not used:
             return

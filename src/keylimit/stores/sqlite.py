@@ -25,7 +25,7 @@ from ._codec import ACCOUNT_FIELDS, KEY_FIELDS, account_from_fields, account_to_
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIGRATIONS: dict[int, str] = {
     # user_version N -> N+1
     0: """
@@ -52,9 +52,12 @@ _MIGRATIONS: dict[int, str] = {
         );
         CREATE INDEX IF NOT EXISTS keys_by_account ON keys (account_id, created_at, kid);
     """,
+    # Check values (``_hashing.key_check``). Existing keys have none until their next use;
+    # a nullable column is added in place, so no row is rewritten.
+    1: 'ALTER TABLE keys ADD COLUMN "check" TEXT',
 }
 # Statements built once from the codec's field names (constants, never input).
-_KEY_COLUMNS = ", ".join(KEY_FIELDS)
+_KEY_COLUMNS = ", ".join(f'"{name}"' for name in KEY_FIELDS)  # quoted: CHECK is a keyword
 _ACCOUNT_COLUMNS = ", ".join(ACCOUNT_FIELDS)
 _INSERT_KEY = f"INSERT INTO keys ({_KEY_COLUMNS}) VALUES ({', '.join('?' * len(KEY_FIELDS))})"  # noqa: S608
 _SELECT_KEY = f"SELECT {_KEY_COLUMNS} FROM keys WHERE kid = ?"  # noqa: S608
@@ -194,6 +197,9 @@ class SQLiteKeyStore:
 
     async def set_hash(self, kid: str, hashed: str) -> None:
         await self._run(lambda conn: conn.execute("UPDATE keys SET hash = ? WHERE kid = ?", (hashed, kid)))
+
+    async def set_check(self, kid: str, check: str) -> None:
+        await self._run(lambda conn: conn.execute('UPDATE keys SET "check" = ? WHERE kid = ?', (check, kid)))
 
     async def touch_keys(self, used: Mapping[str, float]) -> None:
         if not used:
