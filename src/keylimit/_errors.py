@@ -8,7 +8,7 @@ KeylimitError
 ├── HTTPError                 anything answered to a client with a status and an OpenAI body
 │   ├── MissingKey            → 401 missing_api_key
 │   ├── InvalidKey            → 401 invalid_api_key (one body for every reason)
-│   ├── AuthThrottled         → 429 too_many_auth_failures
+│   ├── AuthThrottled         → 429 too_many_auth_failures (no longer raised; kept for imports)
 │   ├── InsufficientScope     → 403 insufficient_scope
 │   ├── NotFound              → 404 not_found
 │   ├── BadRequest            → 400 invalid_request
@@ -81,6 +81,9 @@ class InvalidKey(HTTPError):
 
 
 class AuthThrottled(HTTPError):
+    """No longer raised: failed authentications lock no address out. Kept so that code
+    importing it still works."""
+
     status, type, code = 429, "invalid_request_error", "too_many_auth_failures"
 
     def __init__(self, retry_after: float) -> None:
