@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -35,7 +35,8 @@ Serve = Callable[[ASGIApp], ServerThread]
 
 def completion_chunk(text: str | None, usage: Any = ...) -> dict[str, Any]:
     choices = [] if text is None else [{"index": 0, "delta": {"content": text}, "finish_reason": None}]
-    out: dict[str, Any] = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": choices}
+    out: dict[str, Any] = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    out["choices"] = choices
     if usage is not ...:
         out["usage"] = usage
     return out
@@ -96,7 +97,7 @@ def upstream(serve: Serve) -> tuple[Starlette, str]:
 
 
 @pytest.fixture
-async def keylimit_proxy(upstream: tuple[Starlette, str], serve: Serve) -> AsyncIterator[tuple[str, str]]:
+async def keylimit_proxy(upstream: tuple[Starlette, str], serve: Serve) -> tuple[str, str]:
     """The URL of ``Protect(proxy_app(upstream))`` under uvicorn, and a key for it."""
     config = Config(
         keys_url="memory://",
@@ -111,7 +112,7 @@ async def keylimit_proxy(upstream: tuple[Starlette, str], serve: Serve) -> Async
             "/v1/accounts/acct/apiKeys", json={"name": "sdk"}, headers={"Authorization": f"Bearer {ADMIN}"}
         )
     assert created.status_code == 201, created.text
-    yield url, created.json()["key"]
+    return url, created.json()["key"]
 
 
 async def charged(url: str, key: str) -> tuple[int, int]:
