@@ -21,6 +21,7 @@ from ._errors import (
     StorageUnavailable,
     http_error_for,
 )
+from ._exemptions import DEFAULT_OPEN_PATHS, Exemptions
 from ._models import Principal, Scope
 from ._responses import close_websocket, send_error
 from ._types import PRINCIPAL_SCOPE_KEY, ASGIApp, Message, Receive, Send
@@ -42,11 +43,13 @@ _REASONS: dict[type[HTTPError], str] = {
 
 
 class KeyAuthMiddleware:
-    """Authenticates every HTTP and websocket request except open paths, the management
-    API (which authorizes its own requests) and CORS preflights.
+    """Authenticates every HTTP and websocket request but the exempt ones (``_exemptions``:
+    open paths, the management API where one is served, CORS preflights).
 
     Pass an ``authenticator``, or ``keys`` (a ``KeyStore`` or a store URL) and any
     ``Authenticator`` options; a store opened here from a URL is closed at lifespan shutdown.
+    ``management_path`` is where your app serves ``management_app`` (which authorizes its
+    own requests), if it does; ``exemptions`` replaces ``open_paths`` and ``management_path``.
     """
 
     def __init__(
@@ -55,8 +58,9 @@ class KeyAuthMiddleware:
         *,
         authenticator: Authenticator | None = None,
         keys: KeyStore | str | None = None,
-        open_paths: Iterable[str] = ("/health", "/ping"),
-        management_path: str | None = "/v1/accounts",
+        open_paths: Iterable[str] = DEFAULT_OPEN_PATHS,
+        management_path: str | None = None,
+        exemptions: Exemptions | None = None,
         metrics: Metrics | None = None,
         **authenticator_options: Any,
     ) -> None:
@@ -72,19 +76,21 @@ class KeyAuthMiddleware:
         elif keys is not None or authenticator_options:
             raise ConfigurationError("KeyAuthMiddleware: pass either authenticator= or keys= with its options")
         self.authenticator = authenticator
-        self.open_paths = frozenset(open_paths)
-        self.management_path = management_path.rstrip("/") if management_path else None
-        self._management_prefix = self.management_path + "/" if self.management_path is not None else None
+        self.exempt = exemptions if exemptions is not None else Exemptions(open_paths, management_path)
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.app(scope, self._lifespan_receive(receive), send)
-            return
-        if scope["type"] not in ("http", "websocket") or self.passes(scope):
+        kind = scope["type"]
+        if kind == "http" or kind == "websocket":
+            if self.exempt(scope) or self.recall(scope) is not None or await self.admit(scope, send) is not None:
+                await self.app(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
-        if self.recall(scope) is not None or await self.admit(scope, send) is not None:
-            await self.app(scope, receive, send)
+
+    async def lifespan(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        """The lifespan protocol: the key store started and closed around the app's."""
+        await self.app(scope, self._lifespan_receive(receive), send)
 
     def recall(self, scope: ASGIScope) -> Principal | None:
         """The caller's principal if its key is fresh in the cache and allowed this request,
@@ -139,19 +145,6 @@ class KeyAuthMiddleware:
             await close_websocket(send, error)
         else:
             await send_error(send, error)
-
-    def passes(self, scope: ASGIScope) -> bool:
-        """Whether the request goes through unauthenticated (open paths, the management API,
-        CORS preflights)."""
-        path: str = scope["path"]
-        if path in self.open_paths:
-            return True
-        mp = self.management_path
-        if mp is not None and (path == mp or path.startswith(self._management_prefix)):  # type: ignore[arg-type]
-            return True
-        if scope["type"] == "http" and scope["method"] == "OPTIONS":
-            return any(name == b"access-control-request-method" for name, _ in scope["headers"])
-        return False
 
     async def _authenticate(self, scope: ASGIScope) -> Principal:
         """The principal, or an ``HTTPError`` to answer with; nothing else escapes. Scopes are checked by the caller."""

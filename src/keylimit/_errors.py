@@ -13,6 +13,7 @@ KeylimitError
 │   ├── NotFound              → 404 not_found
 │   ├── BadRequest            → 400 invalid_request
 │   ├── RequestTooLarge       → 413 request_too_large
+│   ├── UnsupportedEncoding   → 415 unsupported_content_encoding
 │   ├── RequestTimeout        → 408 request_timeout
 │   └── RateLimited           → 429 rate_limit_exceeded
 └── (StorageUnavailable is answered as HTTPError through ``http_error_for``)
@@ -112,6 +113,10 @@ class BadRequest(HTTPError):
 
 class RequestTooLarge(HTTPError):
     status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class UnsupportedEncoding(HTTPError):
+    status, type, code = 415, "invalid_request_error", "unsupported_content_encoding"
 
 
 class RequestTimeout(HTTPError):

@@ -1,28 +1,21 @@
-"""JSON on the request path: orjson where it can, the standard library where it cannot.
+"""The one JSON parser of keylimit's request path: orjson, with its nesting limit (1024).
 
-Every token-bearing request body, every JSON response without a readable ``usage`` and
-every Server-Sent Event of a stream is parsed here; orjson does it four to five times
-faster than ``json``. What orjson refuses (UTF-16 or a BOM, ``NaN``, lone surrogates,
-nesting past 1024 levels) goes to ``json.loads``, so both accept the same texts.
-One difference remains: orjson reads an integer beyond 64 bits as a float. No token
-count is that large (``_usage.token_count`` ignores it as it ignores any non-integer),
-and where a text is written anew, the standard library reads it again, exactly.
+Request bodies, JSON responses, Server-Sent Events and management bodies are all parsed
+here, so that every layer agrees on what is JSON. What orjson refuses (invalid UTF-8, a
+BOM, lone surrogates, ``NaN``, nesting past its limit) is not JSON to keylimit: the
+caller decides what such a body costs (``_usage``) or answers 400. orjson reads an
+integer beyond 64 bits as a float; no token count is that large (``_usage.token_count``
+ignores any non-integer), and a body is never written anew from such a reading.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import orjson
 
-_orjson_loads = orjson.loads
-_OrjsonError = orjson.JSONDecodeError
+loads: Any = orjson.loads
+"""``loads(raw: bytes | str) -> Any``; ``ValueError`` (``orjson.JSONDecodeError``) when it is not JSON."""
 
-
-def loads(raw: bytes | str) -> Any:
-    """Parse ``raw``; ``ValueError`` (or ``RecursionError``) when it is not JSON."""
-    try:
-        return _orjson_loads(raw)
-    except _OrjsonError:
-        return json.loads(raw)
+dumps = orjson.dumps
+"""``dumps(value) -> bytes``, compact; ``TypeError`` for what it cannot write (nesting past 254 levels)."""

@@ -1,7 +1,9 @@
 """``Protect``: both layers, stacked in the right order from one ``Config``.
 
-    client ──► Protect ──► KeyAuthMiddleware ──► RateLimitMiddleware ──► your app
-                 └── {management_path}/… ──► management app (its own authorisation, no limits)
+    client ──► KeyAuthMiddleware ──► RateLimitMiddleware ──┬──► your app
+                  (Protect)                                 ├──► {management_path}/… (authorises its own)
+                                                            └──► {metrics_path}
+    The management API and the metrics are exempt in both layers (``_exemptions``).
 
 With no config, ``Config.from_env()``: so ``app.add_middleware(keylimit.Protect)`` and
 ``vllm serve MODEL --middleware keylimit.Protect`` work with no code.
@@ -10,12 +12,13 @@ With no config, ``Config.from_env()``: so ``app.add_middleware(keylimit.Protect)
 from __future__ import annotations
 
 import importlib
+from collections.abc import Awaitable
 
 from . import _runtime
 from ._auth import KeyAuthMiddleware
-from ._authenticator import Authenticator
 from ._config import Config
 from ._errors import ConfigurationError, LimitStorageUnavailable
+from ._exemptions import Exemptions
 from ._ratelimit import RateLimitMiddleware
 from ._redis import redact_url
 from ._tokens import TokenCounter
@@ -43,25 +46,43 @@ def load_token_counter(path: str | None) -> TokenCounter | None:
     return counter  # type: ignore[no-any-return]
 
 
-class Protect:
-    """Authentication and rate limits for ``app``, configured by ``config`` or the environment."""
+class Protect(KeyAuthMiddleware):
+    """Authentication and rate limits for ``app``, configured by ``config`` or the environment.
+
+    ``KeyAuthMiddleware`` in front of ``RateLimitMiddleware`` in front of ``app``, with the
+    management API and the metrics served inside both where configured: both layers find
+    them exempt by the same ``Exemptions``, and neither counts nor labels them.
+    """
 
     def __init__(self, app: ASGIApp, config: Config | None = None) -> None:
         self.config = config = config if config is not None else Config.from_env()
         plans = _runtime.plans(config)
         self.store: KeyStore = _runtime.key_store(config)
         self.limits: LimitBackend = guarded(_runtime.limit_backend(config), config)
-        self.authenticator: Authenticator = _runtime.authenticator(config, self.store)
+        authenticator = _runtime.authenticator(config, self.store)
         self.metrics: Metrics | None = None
         if config.metrics_path is not None:
             self.metrics = metrics = Metrics(accounts=config.metrics_accounts)
-            self.authenticator.metrics = metrics
+            authenticator.metrics = metrics
             guard = self.limits
             if isinstance(guard, GuardedBackend):
                 guard.metrics = metrics
                 metrics.watch_degraded(lambda: guard.degraded)
-        self._limiter = limited = RateLimitMiddleware(
-            app,
+        self.management: ASGIApp | None = None
+        if config.management:
+            self.management = management_app(
+                manager=_runtime.key_manager(config, self.store),
+                authenticate=authenticator.authenticate,
+                admin_token=config.admin_token,
+                path=config.management_path,
+            )
+        open_paths = config.open_paths if config.metrics_path is None else (*config.open_paths, config.metrics_path)
+        exemptions = Exemptions(open_paths, config.management_path if config.management else None)
+        served = (
+            _Served(app, self, exemptions, self.management, self.metrics) if self.management or self.metrics else app
+        )
+        limiter = RateLimitMiddleware(
+            served,
             limits=self.limits,
             plans=plans,
             window=config.window_seconds,
@@ -71,70 +92,30 @@ class Protect:
             body_timeout=config.body_timeout,
             reserve_max_tokens=config.reserve_max_tokens,
             ietf_headers=config.ietf_headers,
-            open_paths=config.open_paths,
-            management_path=config.management_path,
+            exemptions=exemptions,
             metrics=self.metrics,
         )
-        self.app = self._auth = KeyAuthMiddleware(
-            limited,
-            authenticator=self.authenticator,
-            open_paths=config.open_paths,
-            management_path=config.management_path,
-            metrics=self.metrics,
-        )
-        self.management: ASGIApp | None = None
-        if config.management:
-            self.management = management_app(
-                manager=_runtime.key_manager(config, self.store),
-                authenticate=self.authenticator.authenticate,
-                admin_token=config.admin_token,
-                path=config.management_path,
-            )
-        self._management_prefix = config.management_path.rstrip("/")
+        super().__init__(limiter, authenticator=authenticator, exemptions=exemptions, metrics=self.metrics)
         self._started = False
 
     def __repr__(self) -> str:
         return f"Protect(config={self.config!r})"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await self._lifespan(scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        if self.metrics is not None and path == self.config.metrics_path:
-            await self._serve_metrics(send, self.metrics)
-        elif self.management is not None and self._is_management(path):
-            if not self._started:
-                # Store events (revocations from other processes) must reach the cache even
-                # when the first requests are management ones.
-                self._started = True
-                await self.authenticator.start()
-            await self.management(scope, receive, send)
-        elif self._auth.passes(scope):
-            await self.app(scope, receive, send)
-        else:
-            # What ``self.app`` does, the two layers called directly: one frame, one path check.
-            principal = self._auth.recall(scope)
-            if principal is None:
-                principal = await self._auth.admit(scope, send)
-                if principal is None:
-                    return  # refused, and answered
-            await self._limiter.limit(scope, receive, send, principal)
+    async def serve_management(self, management: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._started:
+            # Store events (revocations from other processes) must reach the cache even
+            # when the first requests are management ones.
+            self._started = True
+            await self.authenticator.start()
+        await management(scope, receive, send)
 
-    async def _serve_metrics(self, send: Send, metrics: Metrics) -> None:
+    async def serve_metrics(self, metrics: Metrics, send: Send) -> None:
         body, content_type = metrics.exposition()
         headers = [(b"content-type", content_type.encode()), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def _is_management(self, path: str) -> bool:
-        prefix = self._management_prefix
-        return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
-
-    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The startup is checked before the app sees it: a failed start must not half-start the app.
         first = await receive()
         if first["type"] == "lifespan.startup":
@@ -182,6 +163,33 @@ class Protect:
         await self.authenticator.aclose()
         await self.store.aclose()
         await self.limits.aclose()
+
+
+class _Served:
+    """``Protect``'s innermost app: the management API and the metrics where they are served,
+    else the app. It only chooses; the coroutine it returns is the one that runs."""
+
+    __slots__ = ("app", "exemptions", "management", "metrics", "metrics_path", "protect")
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        protect: Protect,
+        exemptions: Exemptions,
+        management: ASGIApp | None,
+        metrics: Metrics | None,
+    ) -> None:
+        self.app, self.protect, self.exemptions = app, protect, exemptions
+        self.management, self.metrics, self.metrics_path = management, metrics, protect.config.metrics_path
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if self.management is not None and self.exemptions.is_management(path):
+                return self.protect.serve_management(self.management, scope, receive, send)
+            if self.metrics is not None and path == self.metrics_path:
+                return self.protect.serve_metrics(self.metrics, send)
+        return self.app(scope, receive, send)
 
 
 def guarded(backend: LimitBackend, config: Config) -> LimitBackend:

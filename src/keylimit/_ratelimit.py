@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from ._body import body_headers, receive_body, replay, too_large, with_content_length
+from ._body import body_headers, decode_body, receive_body, replay, too_large, with_body_headers
 from ._clock import Clock, system_clock
 from ._deadline import DeadlineExceeded, Deadlines
 from ._encodings import restrict_accept_encoding
@@ -15,15 +15,15 @@ from ._errors import (
     LimitStorageUnavailable,
     RateLimited,
     RequestTimeout,
-    RequestTooLarge,
     http_error_for,
     retry_after_seconds,
 )
+from ._exemptions import DEFAULT_OPEN_PATHS, Exemptions
 from ._headers import is_rate_limit_header, rate_limit_headers, replace_rate_limit_headers, with_headers
 from ._models import Principal
 from ._plans import Plans
-from ._responses import send_error
 from ._reading import tap_for
+from ._responses import send_error
 from ._taps import Tap
 from ._tokens import EstimatingTokenCounter, TokenCounter
 from ._types import PRINCIPAL_SCOPE_KEY, ASGIApp, Message, Receive, Scope, Send
@@ -57,10 +57,13 @@ class RateLimitMiddleware:
     without one, from ``identity(scope)`` on the default plan (None: not limited). A string
     ``limits`` is opened with ``window``; a backend object counts in its own window.
 
-    A POST with a JSON body is read whole first (up to ``max_body_bytes``, else 413; within
-    ``body_timeout`` seconds, else 408; either counts as one request) for its prompt estimate;
-    any other request counts one request and no tokens. Completion tokens, and the prompt's
-    correction, are charged from the response's ``usage`` when it ends (see ``_usage``).
+    A request that may carry a body has it read whole first, whatever its method and
+    content type (up to ``max_body_bytes``, else 413; within ``body_timeout`` seconds, else
+    408; a content coding keylimit cannot undo, 415; each counts as one request), and the
+    body decides what it costs (``_usage.inspect_request``): a token request, its prompt
+    estimate; anything else, one request. Completion tokens, and the prompt's correction,
+    are charged from the response's ``usage`` when it ends (see ``_taps``). Exempt requests
+    (``_exemptions``) pass untouched.
     """
 
     def __init__(
@@ -77,8 +80,9 @@ class RateLimitMiddleware:
         body_timeout: float | None = 30.0,
         reserve_max_tokens: bool = False,
         ietf_headers: bool = False,
-        open_paths: Sequence[str] = ("/health", "/ping"),
-        management_path: str = "/v1/accounts",
+        open_paths: Sequence[str] = DEFAULT_OPEN_PATHS,
+        management_path: str | None = None,
+        exemptions: Exemptions | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         if max_body_bytes <= 0:
@@ -98,10 +102,7 @@ class RateLimitMiddleware:
         self.reserve_max_tokens = reserve_max_tokens
         self.ietf_headers = ietf_headers
         self.metrics = metrics
-        # As KeyAuthMiddleware: open paths match exactly, the management path as a prefix.
-        management = management_path.rstrip("/")
-        self._exempt_exact = frozenset((*open_paths, management)) if management else frozenset(open_paths)
-        self._exempt_prefixes = (management + "/",) if management else ()
+        self.exempt = exemptions if exemptions is not None else Exemptions(open_paths, management_path)
 
     async def aclose(self) -> None:
         """Close the limit backend if this middleware opened it from a URL."""
@@ -112,8 +113,7 @@ class RateLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        if path in self._exempt_exact or path.startswith(self._exempt_prefixes):
+        if self.exempt(scope):
             await self.app(scope, receive, send)
             return
         await self.limit(scope, receive, send, scope.get(PRINCIPAL_SCOPE_KEY))
@@ -134,28 +134,28 @@ class RateLimitMiddleware:
             limits = self.plans.resolve(plan).as_tuple()
 
         request: TokenRequest | None = None
-        refused: HTTPError | None = None  # a body too large or too slow, answered after counting
-        if scope["method"] == "POST":
-            json_body, length = body_headers(scope["headers"])
-            if json_body:
-                limit = self.max_body_bytes
-                deadlines = self._deadlines
-                try:
-                    if length is not None and length.isdigit() and int(length) > limit:
-                        raise too_large(limit)
-                    # A total deadline, not one per chunk: a client trickling bytes is bounded too.
-                    body = await receive_body(receive, limit, deadlines)
-                except RequestTooLarge as exc:
-                    refused = exc
-                except DeadlineExceeded:
-                    refused = RequestTimeout(f"The request body did not arrive within {self.body_timeout:g} seconds.")
-                else:
-                    if body is None:
-                        return  # the client went away before sending its body
-                    request = inspect_request(body, self.counter)
-                    receive = replay(body if request is None else request.body, receive)
-                    if request is not None and request.body is not body:
-                        scope = with_content_length(scope, len(request.body))
+        refused: HTTPError | None = None  # a body too large, too slow or unreadable: answered after counting
+        expected, length, coding = body_headers(scope["method"], scope["headers"])
+        if expected:
+            limit = self.max_body_bytes
+            try:
+                if length is not None and length.isdigit() and int(length) > limit:
+                    raise too_large(limit)
+                # A total deadline, not one per chunk: a client trickling bytes is bounded too.
+                body = await receive_body(receive, limit, self._deadlines)
+                if body is None:
+                    return  # the client went away before sending its body
+                raw = body if coding is None else decode_body(body, coding, limit)
+            except HTTPError as exc:
+                refused = exc
+            except DeadlineExceeded:
+                refused = RequestTimeout(f"The request body did not arrive within {self.body_timeout:g} seconds.")
+            else:
+                request = inspect_request(raw, self.counter)
+                forwarded = raw if request is None else request.body
+                receive = replay(forwarded, receive)
+                if forwarded is not body:
+                    scope = with_body_headers(scope, len(forwarded))
 
         if request is None:
             charge = need = _ONE_REQUEST

@@ -6,8 +6,8 @@ prompt estimate, its ``max_tokens`` reservation, and, for a stream that did not 
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 from typing import Any, NamedTuple
 
 from . import _json
@@ -36,11 +36,18 @@ class TokenRequest(NamedTuple):
 
 
 def inspect_request(raw: bytes, counter: TokenCounter) -> TokenRequest | None:
-    """Read a JSON request body; None when it is not a token-bearing JSON object."""
+    """What a request body costs, decided from the body alone (never from its headers).
+
+    None when it carries no tokens: empty, or JSON that is not an object with ``messages``,
+    ``prompt`` or ``input``. A body that is not JSON to keylimit (``_json``) may still be
+    read as JSON by the app (many servers parse whatever the content type says, and other
+    parsers accept ``NaN``, a BOM or lone surrogates): it is charged a prompt estimated
+    from its length, and its response is read as any other. Never raises.
+    """
     try:
         body = _json.loads(raw)
-    except (ValueError, RecursionError):  # bad JSON or UTF-8, huge ints, deep nesting
-        return None
+    except ValueError:
+        return _unreadable(raw, counter) if raw.strip() else None
     if not isinstance(body, dict):
         return None
     generates = "messages" in body or "prompt" in body
@@ -49,38 +56,55 @@ def inspect_request(raw: bytes, counter: TokenCounter) -> TokenRequest | None:
     try:
         prompt_tokens = max(0, int(counter.count_prompt(body)))
     except Exception:
-        logger.exception("token counter failed; counting no prompt tokens for this request")
-        return None
+        logger.exception("token counter failed; estimating the prompt from the body's length")
+        return _unreadable(raw, counter)
     strip_usage = False
     if generates and body.get("stream") is True:
         options = body.get("stream_options")
         if options is None or (isinstance(options, dict) and options.get("include_usage") is not True):
-            raw = _ask_for_usage(raw, "stream_options" in body)
-            strip_usage = True
+            asked = _ask_for_usage(raw, body, options)
+            if asked is not None:
+                raw, strip_usage = asked, True
     reserve = _reserve(body) if generates else 0
     # tuple.__new__ skips the named tuple's Python-level __new__ (every field is given).
     return _new(TokenRequest, (raw, prompt_tokens, reserve, generates, strip_usage))
+
+
+def _unreadable(raw: bytes, counter: TokenCounter) -> TokenRequest:
+    """A body keylimit cannot read as a token request: its prompt estimated from its text."""
+    try:
+        prompt_tokens = max(0, int(counter.count_text(raw.decode("utf-8", "replace"))))
+    except Exception:
+        logger.exception("token counter failed; counting one token per byte of the body")
+        prompt_tokens = len(raw)
+    return _new(TokenRequest, (raw, prompt_tokens, 0, True, False))
 
 
 _new = tuple.__new__
 
 
 _INCLUDE_USAGE = b'"stream_options":{"include_usage":true}}'
+_LONG_NUMBER = re.compile(rb"\d{19}")
+"""Digits enough to be an integer beyond 64 bits, which orjson reads as a float."""
 
 
-def _ask_for_usage(raw: bytes, has_options: bool) -> bytes:
-    """``raw`` (a JSON object) with ``stream_options.include_usage`` set.
+def _ask_for_usage(raw: bytes, body: dict[str, Any], options: dict[str, Any] | None) -> bytes | None:
+    """``raw`` with ``stream_options.include_usage`` set; None when it cannot be written exactly.
 
     Without ``stream_options``, the member is added before the closing brace and every
-    other byte stays as the client sent it. Otherwise the standard library rewrites the
-    body: it reads and writes every number exactly, integers beyond 64 bits included.
+    other byte stays as the client sent it. Otherwise the body is written anew, unless it
+    may hold an integer orjson cannot keep or nests too deep to write: then keylimit does
+    not ask, and the stream's text is counted instead.
     """
     text = raw.rstrip()
-    if not has_options and text.startswith(b"{") and text.endswith(b"}"):
+    if "stream_options" not in body and text.startswith(b"{") and text.endswith(b"}"):
         return text[:-1] + b"," + _INCLUDE_USAGE
-    body = json.loads(raw)
-    body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-    return json.dumps(body, separators=(",", ":")).encode()
+    if _LONG_NUMBER.search(raw):
+        return None
+    try:
+        return _json.dumps({**body, "stream_options": {**(options or {}), "include_usage": True}})
+    except TypeError:
+        return None
 
 
 def _reserve(body: dict[str, Any]) -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -45,6 +44,7 @@ from ._errors import (
     error_body,
     http_error_for,
 )
+from ._json import loads as parse_json
 from ._management_io import (
     account_json,
     created_json,
@@ -282,7 +282,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
             raise RequestTooLarge(f"The request body is larger than {MAX_BODY} bytes.")
         chunks.append(chunk)
     try:
-        body = json.loads(b"".join(chunks))
+        body = parse_json(b"".join(chunks))
     except ValueError:
         raise BadRequest("The request body must be a JSON object.") from None
     if not isinstance(body, dict):

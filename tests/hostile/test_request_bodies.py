@@ -3,8 +3,9 @@ wrong types for every field the limiter reads, huge numbers, deep nesting, non-U
 empty bodies, content types and Content-Length values that do not match the body.
 
 The app behind answers 200 with a fixed JSON body, so any other answer is keylimit's own:
-413 for a JSON body over the cap (announced or sent), else 200; rate limit headers on both;
-the app receives the body as sent, or rewritten only to ask a stream for its usage.
+413 for a body over the cap (announced or sent), whatever its content type, else 200; rate
+limit headers on both; the app receives the body as sent, or rewritten only to ask a stream
+for its usage.
 """
 
 from __future__ import annotations
@@ -154,15 +155,8 @@ def content_lengths(draw: st.DrawFn, size: int) -> bytes | None:
     )
 
 
-def is_json_type(value: bytes) -> bool:
-    media = value.split(b";")[0].strip().lower()
-    return media == b"application/json" or media.endswith(b"+json")
-
-
 def too_large(body: bytes, content_type: bytes | None, length: bytes | None) -> bool:
-    """The contract: a JSON body (or one with no type) is read up to the cap, announced or sent."""
-    if content_type is not None and not is_json_type(content_type):
-        return False
+    """The contract: every body is read up to the cap, announced or sent, whatever its type."""
     announced = length is not None and length.isascii() and length.isdigit() and int(length) > CAP
     return announced or len(body) > CAP
 

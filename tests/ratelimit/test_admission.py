@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import orjson
 import pytest
 
 from keylimit import Limits, LimitStorageUnavailable, ManualClock, Plans
@@ -164,7 +165,7 @@ async def test_upstream_rate_limit_headers_are_replaced_not_doubled(backend, clo
 )
 async def test_management_and_open_paths_are_neither_counted_nor_labelled(backend, clock, plans, path):
     app = Recorder()
-    mw = limited(app, backend, clock, plans)
+    mw = limited(app, backend, clock, plans, management_path="/v1/accounts")
     for _ in range(12):  # more than the plan allows
         r = await call(mw, "GET", path, who=principal())
         assert r.status == 200
@@ -182,35 +183,88 @@ async def test_get_counts_one_request_and_no_tokens(backend, clock, plans):
     assert r.int_header("x-ratelimit-remaining-completion-tokens") == 100
 
 
-async def test_non_json_post_is_not_read_and_counts_no_tokens(backend, clock, plans):
+async def test_the_management_prefix_is_counted_where_no_management_api_is_served(backend, clock, plans):
+    mw = limited(Recorder(), backend, clock, plans)  # no management_path: nothing under it is exempt
+    r = await call(mw, "GET", "/v1/accounts/acme/apiKeys", who=principal())
+    assert r.int_header("x-ratelimit-remaining-requests") == 9
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [b"text/plain", b"application/x-www-form-urlencoded", b"application/octet-stream", None],
+)
+async def test_a_chat_body_is_charged_whatever_its_content_type_says(backend, clock, plans, content_type):
+    # Servers such as llama.cpp's parse the body whatever its type: the body decides, not the header.
+    app = Recorder(reply=chat_reply("ok", {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}))
+    mw = limited(app, backend, clock, plans)
+    body = orjson.dumps(chat("hello " * 50))
+    headers = [] if content_type is None else [(b"content-type", content_type)]
+    r = await call(mw, body=body, headers=[*headers, (b"content-length", b"%d" % len(body))], who=principal())
+    assert app.bodies == [body]
+    assert r.int_header("x-ratelimit-remaining-prompt-tokens") < 1_000 - 50
+    after = await call(mw, "GET", "/v1/models", who=principal())
+    assert after.int_header("x-ratelimit-remaining-prompt-tokens") == 1_000 - 5  # corrected to the usage
+    assert after.int_header("x-ratelimit-remaining-completion-tokens") == 100 - 7
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "GET", "QUERY"])
+async def test_a_chat_body_is_charged_whatever_the_method(backend, clock, plans, method):
+    app = Recorder(reply=chat_reply("ok", {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}))
+    mw = limited(app, backend, clock, plans)
+    await call(mw, method, body=chat("hello"), who=principal())
+    after = await call(mw, "GET", "/v1/models", who=principal())
+    assert after.int_header("x-ratelimit-remaining-completion-tokens") == 100 - 7
+
+
+async def test_a_body_that_is_not_json_is_charged_by_its_length_and_reaches_the_app_untouched(backend, clock, plans):
     app = Recorder()
     mw = limited(app, backend, clock, plans)
-    body = b"--x\r\nContent-Disposition: form-data; name=file\r\n\r\nhello hello hello\r\n--x--\r\n"
+    body = b"--x\r\nContent-Disposition: form-data; name=file\r\n\r\n" + b"hello " * 40 + b"\r\n--x--\r\n"
     headers = [(b"content-type", b"multipart/form-data; boundary=x")]
     r = await call(mw, body=body, headers=headers, who=principal())
     assert app.bodies == [body]
-    assert r.int_header("x-ratelimit-remaining-prompt-tokens") == 1_000
-    assert r.int_header("x-ratelimit-remaining-completion-tokens") == 100
+    assert r.int_header("x-ratelimit-remaining-prompt-tokens") <= 1_000 - 40
 
 
 @pytest.mark.parametrize(
     "body",
     [
-        # not JSON
+        # not JSON to keylimit; some servers would read it all the same
         b"{not json",
         b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}',
-        # JSON that the standard library refuses
-        b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"prompt": "hi", "temperature": NaN}',
+        b'{"prompt": "\\udcff"}',
+        b"\xef\xbb\xbf" + b'{"prompt": "hi"}',
+        b'{"prompt": ' + b"[" * 2_000 + b"]" * 2_000 + b"}",
         b'{"max_tokens": ' + b"9" * 5_000 + b', "prompt": "hi"}',
-        # JSON of the wrong shape
-        b'["messages"]',
-        b'"hello"',
-        b'{"messages": "hello", "prompt": 5, "input": {"a": 1}}',
-        b'{"messages": {"role": "user", "content": "hello"}}',
-        b"",
     ],
 )
-async def test_bad_bodies_reach_the_app_untouched_with_one_request_counted(backend, clock, plans, body):
+async def test_unreadable_bodies_reach_the_app_untouched_and_are_charged_by_length(backend, clock, plans, body):
+    app = Recorder(status=400, reply={"error": {"message": "bad"}})
+    mw = limited(app, backend, clock, plans)
+    r = await call(mw, body=body, who=principal())
+    estimate = EstimatingTokenCounter().count_text(body.decode("utf-8", "replace"))
+    if estimate > 1_000:
+        assert r.status == 429  # more than the whole plan: it never fits
+        assert app.bodies == []
+        return
+    assert r.status == 400
+    assert app.bodies == [body]
+    assert r.int_header("x-ratelimit-remaining-requests") == 9
+    assert r.int_header("x-ratelimit-remaining-prompt-tokens") == 1_000 - estimate
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'["messages"]',
+        b'"hello"',
+        b'{"model": "m"}',
+        b"",
+        b"   ",
+    ],
+)
+async def test_json_that_carries_no_tokens_counts_one_request(backend, clock, plans, body):
     app = Recorder(status=400, reply={"error": {"message": "bad"}})
     mw = limited(app, backend, clock, plans)
     r = await call(mw, body=body, who=principal())
