@@ -271,6 +271,15 @@ async def test_embeddings_as_base64_decode_to_the_same_floats(client: httpx.Asyn
     assert decoded == pytest.approx(floats["data"][0]["embedding"], abs=1e-6)
 
 
+@pytest.mark.parametrize(("inputs", "dimensions"), [(16, 4096), (2048, 32)])
+async def test_embeddings_up_to_65536_numbers_in_all_are_served(
+    client: httpx.AsyncClient, inputs: int, dimensions: int
+) -> None:
+    request = {"model": MODEL_ID, "input": [f"text {i}" for i in range(inputs)], "dimensions": dimensions}
+    body = (await client.post("/embeddings", json=request)).json()
+    assert [len(d["embedding"]) for d in body["data"]] == [dimensions] * inputs
+
+
 # --- token delay ---
 
 

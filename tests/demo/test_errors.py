@@ -78,6 +78,8 @@ def expect_error(response: httpx.Response, status: int, code: str, param: str | 
         ("/completions", {**COMPLETION, "prompt": ["a"] * 65, "n": 2}, "invalid_value", "n"),
         ("/embeddings", {**EMBEDDING, "dimensions": 0}, "integer_below_min_value", "dimensions"),
         ("/embeddings", {**EMBEDDING, "dimensions": 10**6}, "invalid_value", "dimensions"),
+        ("/embeddings", {**EMBEDDING, "input": ["x"] * 17, "dimensions": 4096}, "invalid_value", "dimensions"),
+        ("/embeddings", {**EMBEDDING, "input": ["x"] * 2048, "dimensions": 33}, "invalid_value", "dimensions"),
         # invalid values
         (CHAT_URL, messages(), "invalid_value", "messages"),
         (CHAT_URL, messages({"role": "robot", "content": "x"}), "invalid_value", "messages[0].role"),

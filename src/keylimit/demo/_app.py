@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -91,7 +92,9 @@ async def embeddings(request: Request) -> Response:
         data.append(embedding(i, embed(seed, req.dimensions), req.base64))
         prompt_tokens += tokens
     usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
-    return JSONResponse({"object": "list", "data": data, "model": MODEL_ID, "usage": usage})
+    # orjson writes floats about ten times faster than the standard library's JSONResponse.
+    body = orjson.dumps({"object": "list", "data": data, "model": MODEL_ID, "usage": usage})
+    return Response(body, media_type="application/json")
 
 
 def _prompt(item: str | tuple[int, ...]) -> tuple[bytes, int]:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
 _PIECE = re.compile(r"\s*(?:\w+|[^\w\s]+)")
+_UNIT = 2.0**-63
 
 _VOCABULARY = (  # noqa: SIM905
     "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore "
@@ -67,10 +69,10 @@ def generate(prompt: bytes, choice: int, *, max_tokens: int | None, stop: Sequen
 
 def embed(data: bytes, dimensions: int) -> list[float]:
     """A unit vector of ``dimensions`` components, a pure function of ``data``."""
-    numbers = _numbers(hashlib.blake2b(data, digest_size=32).digest())
-    vector = [next(numbers) / 2**63 - 1.0 for _ in range(dimensions)]
-    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
-    return [x / norm for x in vector]
+    numbers = struct.unpack(f">{dimensions}Q", hashlib.shake_256(data).digest(8 * dimensions))
+    vector = [n * _UNIT - 1.0 for n in numbers]
+    scale = 1.0 / (math.hypot(*vector) or 1.0)
+    return [x * scale for x in vector]
 
 
 def _natural_tokens(seed: bytes) -> list[str]:
