@@ -54,15 +54,13 @@ def test_redact(text: str, expected: str | None) -> None:
 
 def test_every_keylimit_logger_redacts_and_none_has_a_handler() -> None:
     """A filter on a logger sees only its own records, so each keylimit logger needs one."""
-    for module in pkgutil.walk_packages(keylimit.__path__, "keylimit."):
-        importlib.import_module(module.name)
-    loggers = {
-        name: logger
-        for name, logger in logging.root.manager.loggerDict.items()
-        if (name == "keylimit" or name.startswith("keylimit.")) and isinstance(logger, logging.Logger)
-    }
-    assert set(loggers) == set(_diagnostics.LOGGERS)
-    for name, logger in loggers.items():
+    held: dict[str, logging.Logger] = {}
+    for info in pkgutil.walk_packages(keylimit.__path__, "keylimit."):
+        module = importlib.import_module(info.name)
+        held.update((v.name, v) for v in vars(module).values() if isinstance(v, logging.Logger))
+    assert set(held) <= set(_diagnostics.LOGGERS)
+    for name in _diagnostics.LOGGERS:
+        logger = logging.getLogger(name)
         assert REDACT in logger.filters, name
         assert logger.handlers == [], name
 

@@ -227,19 +227,14 @@ class GuardedBackend:
     async def join_probe(self) -> None:
         """Wait until the probing ends: the primary answered, or ``aclose()`` stopped it."""
         task = self._probing
-        if task is not None:
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
             await asyncio.wait({task})  # neither raises if aclose() cancelled it nor cancels it
 
     async def aclose(self) -> None:
         task, self._probing = self._probing, None
-        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+            await asyncio.wait({task})
         await self._primary.aclose()
         await self._fallback.aclose()
 
