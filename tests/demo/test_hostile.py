@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import httpx2
 import openai
 import pytest
@@ -17,8 +18,10 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
+from keylimit import Config
+from keylimit._hashing import CHEAPEST
 from keylimit._types import ASGIApp, Receive, Scope, Send
-from keylimit.demo import MODEL_ID, demo_model_app
+from keylimit.demo import MODEL_ID, demo_model_app, demo_server_app
 from tests.proxy._servers import ServerThread
 
 from .conftest import mounted_app
@@ -26,6 +29,7 @@ from .conftest import mounted_app
 Serve = Callable[[ASGIApp], ServerThread]
 ROUTES = ["/models", f"/models/{MODEL_ID}", "/models/gpt-4o", "/chat/completions", "/completions", "/embeddings"]
 
+ADMIN = "hostile-admin-token"
 # The JSON text of `"\udcff"`: a lone surrogate, which is no Unicode text at all.
 LONE = b'"\\udcff"'
 
@@ -175,27 +179,42 @@ def test_a_surrogate_pair_is_one_character_and_is_served() -> None:
 # --- through a real server and the official SDK
 
 
+class Served:
+    """An app under uvicorn, the key its clients send, and the client address of each inference request."""
+
+    def __init__(self, serve: Serve, app: ASGIApp) -> None:
+        self.peers: list[tuple[str, int]] = []
+
+        async def recording(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and scope["path"].startswith("/inference/"):
+                self.peers.append(tuple(scope["client"]))
+            await app(scope, receive, send)
+
+        self.server = serve(recording)
+        self.key = "unused"
+
+
+@pytest.fixture(params=["model", "keylimit-demo"])
+def served(request: pytest.FixtureRequest, serve: Serve) -> Served:
+    """The demo model alone, or ``keylimit demo``'s whole server (behind Protect) with a key of its own."""
+    if request.param == "model":
+        return Served(serve, Starlette(routes=[Mount("/inference/v1", demo_model_app())]))
+    config = Config(keys_url="memory://", admin_token=ADMIN, argon2=CHEAPEST)
+    served = Served(serve, demo_server_app(config, token_delay=0))
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    created = httpx.post(served.server.url + "/v1/accounts/demo/apiKeys", json={"name": "t"}, headers=admin)
+    assert created.status_code == 201, created.text
+    served.key = created.json()["key"]
+    return served
+
+
 @pytest.fixture
-def served(serve: Serve) -> tuple[ServerThread, list[tuple[str, int]]]:
-    """The demo model under uvicorn, and the client address of every request it gets."""
-    app = Starlette(routes=[Mount("/inference/v1", demo_model_app())])
-    peers: list[tuple[str, int]] = []
-
-    async def recording(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            peers.append(tuple(scope["client"]))
-        await app(scope, receive, send)
-
-    return serve(recording), peers
-
-
-@pytest.fixture
-async def sdk(served: tuple[ServerThread, list[tuple[str, int]]]) -> AsyncIterator[openai.AsyncOpenAI]:
+async def sdk(served: Served) -> AsyncIterator[openai.AsyncOpenAI]:
     # One connection at most: every request after the first can only go on a kept-alive one.
     limits = httpx2.Limits(max_connections=1, max_keepalive_connections=1)
     http_client = httpx2.AsyncClient(limits=limits, timeout=10)
-    base_url = served[0].url + "/inference/v1"
-    async with openai.AsyncOpenAI(api_key="unused", base_url=base_url, http_client=http_client, max_retries=0) as sdk:
+    base_url = served.server.url + "/inference/v1"
+    async with openai.AsyncOpenAI(api_key=served.key, base_url=base_url, http_client=http_client, max_retries=0) as sdk:
         yield sdk
 
 
@@ -209,7 +228,7 @@ async def sdk(served: tuple[ServerThread, list[tuple[str, int]]]) -> AsyncIterat
 )
 async def test_a_lone_surrogate_raises_bad_request_in_the_sdk_and_the_connection_lives_on(
     sdk: openai.AsyncOpenAI,
-    served: tuple[ServerThread, list[tuple[str, int]]],
+    served: Served,
     path: str,
     body: dict[str, Any],
     cast_to: type[Any],
@@ -222,6 +241,5 @@ async def test_a_lone_surrogate_raises_bad_request_in_the_sdk_and_the_connection
     assert (bad.value.status_code, bad.value.code, bad.value.param) == (400, "invalid_json", None)
     completion = await sdk.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Hello"}])
     assert completion.choices[0].message.content
-    peers = served[1]
-    assert len(peers) == 2
-    assert peers[0] == peers[1]
+    assert len(served.peers) == 2
+    assert served.peers[0] == served.peers[1]
