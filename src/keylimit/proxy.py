@@ -2,8 +2,9 @@
 
 For inference servers that are not Python (llama.cpp, TGI, a remote vLLM): wrap the proxy in
 ``protect`` like any other app. Bodies stream both ways as they arrive, SSE included; the
-upstream's compressed bodies pass through undecoded. Websockets are not proxied: a websocket
-connection is closed before its handshake completes, which the client sees as a 403.
+upstream's compressed bodies pass through undecoded. The upstream's ``Date`` and ``Server``
+are dropped: the ASGI server running the proxy sends its own. Websockets are not proxied: a
+websocket connection is closed before its handshake completes, which the client sees as a 403.
 """
 
 from __future__ import annotations
