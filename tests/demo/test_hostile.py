@@ -127,7 +127,11 @@ _client = TestClient(mounted_app(), base_url="http://demo.test/inference/v1", ra
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(method=st.sampled_from(["POST", "GET"]), path=st.sampled_from(ROUTES), body=_bodies)
+@given(
+    method=st.sampled_from(["POST", "GET", "PUT", "DELETE", "OPTIONS", "PATCH"]),
+    path=st.sampled_from(ROUTES),
+    body=_bodies,
+)
 def test_no_request_to_any_route_is_a_5xx(method: str, path: str, body: bytes) -> None:
     assert_openai_answer(_client.request(method, path, content=body))
 
