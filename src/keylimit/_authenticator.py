@@ -12,7 +12,8 @@ that clients sharing an address (behind a load balancer, a NAT) can never lock e
 out, whatever one of them sends. What bounds an attacker instead: garbage costs no I/O, a
 wrong secret costs one lookup and no argon2, and argon2 (a key created before check values,
 or the one wrong secret in 2**32 whose check matches) never runs more than
-``verify_concurrency`` at once. Each refusal is logged and counted by the middleware.
+``verify_concurrency`` at once, and tokens that matched their check value go first
+(``_verify_slots``). Each refusal is logged and counted by the middleware.
 
 Stale-if-error: when the store fails while a lapsed entry is revalidated, the cached
 principal is served for another TTL, as long as the key itself has not expired. A key
@@ -42,6 +43,7 @@ from ._keys import KeyFormat, ParsedKey
 from ._last_use import LastUse
 from ._models import Account, KeyRecord, Principal
 from ._plans import Plans
+from ._verify_slots import VerifySlots
 from .metrics import Metrics
 from .stores import KeyStore, StoreEvent
 
@@ -90,8 +92,6 @@ class Authenticator:
         # ``failures_per_minute`` is accepted and ignored: failed authentications no longer
         # refuse an address (see the module docstring), and old configurations still load.
         del failures_per_minute
-        if verify_concurrency < 1:
-            raise ValueError("verify_concurrency must be at least 1")
         self.store = store
         self.key_format = key_format or KeyFormat()
         self.hasher = hasher or Hasher()
@@ -100,7 +100,7 @@ class Authenticator:
         self.metrics = metrics
         self._cache = VerifiedCache(ttl=cache_ttl, size=cache_size, clock=clock)
         self.verify_concurrency = verify_concurrency
-        self._verify_slots = asyncio.Semaphore(verify_concurrency)
+        self._verify_slots = VerifySlots(verify_concurrency)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: dict[bytes, asyncio.Future[Principal | None]] = {}
         self._upgrading: set[str] = set()
@@ -223,7 +223,7 @@ class Authenticator:
         # Semaphores, futures and tasks belong to one event loop; an app served again on
         # another loop (a second TestClient, a restarted server) gets fresh ones.
         self._loop = asyncio.get_running_loop()
-        self._verify_slots = asyncio.Semaphore(self.verify_concurrency)
+        self._verify_slots = VerifySlots(self.verify_concurrency)
         self._inflight.clear()
         self._background.clear()
         self._upgrading.clear()
@@ -272,7 +272,7 @@ class Authenticator:
         if known is None or not hmac.compare_digest(known.hash, record.hash):
             if check_refuses(record.check, parsed.token):
                 return None  # a wrong secret, refused without argon2
-            async with self._verify_slots:
+            async with self._verify_slots.hold(first=record.check is not None):
                 ok = await asyncio.to_thread(self.hasher.verify, record.hash, parsed.token)
             if self.metrics is not None:
                 self.metrics.verification()
@@ -325,7 +325,7 @@ class Authenticator:
                 await self.store.set_check(kid, key_check(token))
                 logger.info("added a check value to key_%s", kid)
             if rehash:
-                async with self._verify_slots:
+                async with self._verify_slots.hold(first=False):
                     hashed = await asyncio.to_thread(self.hasher.hash, token)
                 await self.store.set_hash(kid, hashed)
                 logger.info("re-hashed key_%s with %r", kid, self.hasher)

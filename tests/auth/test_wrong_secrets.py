@@ -8,13 +8,13 @@ import asyncio
 import dataclasses
 import json
 
-from keylimit import KeyFormat, KeyManager
+from keylimit import InvalidKey, KeyFormat, KeyManager
 from keylimit._hashing import key_check
 from keylimit._models import KeyType
 from keylimit.stores.memory import MemoryKeyStore
 from tests.abuse._keys import forged
 
-from .conftest import Harness, MakeHarness
+from .conftest import CountingHasher, Harness, MakeHarness
 
 ATTACKER, BYSTANDER = "203.0.113.7", "198.51.100.2"
 
@@ -136,3 +136,38 @@ def test_the_check_value_is_32_bits_of_the_whole_key() -> None:
     other = KeyFormat().generate(KeyType.API).token
     assert key_check(other) != check
     assert key_check(other[:-1]) != key_check(other)  # every character counts, the checksum's too
+
+
+class OrderedHasher(CountingHasher):
+    """Records which tokens argon2 verified, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: list[str] = []
+
+    def verify(self, hashed: str, token: str) -> bool:
+        self.order.append(token)
+        return super().verify(hashed, token)
+
+
+async def test_a_flood_on_a_legacy_key_does_not_delay_a_key_with_a_check(make_harness: MakeHarness) -> None:
+    harness = make_harness(hasher=OrderedHasher(), verify_concurrency=1, cache_ttl=3600)
+    _, legacy = await _legacy(harness)
+    current = await harness.key("acct_new")
+    await harness.auth.start()
+    flood = [f"Bearer {forged(legacy)}".encode() for _ in range(30)]
+
+    async def attempt(header: bytes) -> bool:
+        try:
+            await harness.auth.authenticate(header, ATTACKER)
+        except InvalidKey:
+            return False
+        return True
+
+    results = await asyncio.gather(*(attempt(h) for h in flood), attempt(f"Bearer {current}".encode()))
+    assert results == [False] * 30 + [True]
+    order = harness.hasher.order  # type: ignore[attr-defined]
+    assert len(order) == 31
+    # Its token matched its check value: it went to argon2 as soon as a slot was free,
+    # before the 29 wrong secrets still waiting (a key with no check cannot tell them apart).
+    assert order.index(current) == 1
