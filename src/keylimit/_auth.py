@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Iterable
 from typing import Any
 
 from starlette.authentication import AuthCredentials
 
 from ._authenticator import Authenticator
+from ._diagnostics import get_logger, report_bug
 from ._errors import (
     AuthThrottled,
     ConfigurationError,
@@ -29,8 +29,8 @@ from ._types import Scope as ASGIScope
 from .metrics import NO_PLAN, Metrics
 from .stores import KeyStore, open_key_store
 
-logger = logging.getLogger("keylimit.auth")
-refusals = logging.getLogger("keylimit.auth.refusals")
+logger = get_logger("keylimit.auth")
+refusals = get_logger("keylimit.auth.refusals")
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 _REASONS: dict[type[HTTPError], str] = {
@@ -155,8 +155,8 @@ class KeyAuthMiddleware:
             raise
         except StorageUnavailable as exc:
             raise http_error_for(exc) from None
-        except Exception:
-            logger.exception("authentication failed unexpectedly")
+        except Exception as exc:
+            report_bug(logger, "authentication", exc)
             raise ServiceUnavailable("Authentication is unavailable. Try again shortly.", retry_after=1.0) from None
         return principal
 

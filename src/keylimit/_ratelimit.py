@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 
 from ._body import body_headers, decode_body, receive_body, replay, too_large, with_body_headers
 from ._clock import Clock, system_clock
 from ._deadline import DeadlineExceeded, Deadlines
+from ._diagnostics import get_logger, report_bug
 from ._encodings import restrict_accept_encoding
 from ._errors import (
     HTTPError,
@@ -31,7 +31,7 @@ from ._usage import TokenRequest, inspect_request, token_count
 from .backends import DIMENSIONS, Decision, LimitBackend, Vector, open_limit_backend
 from .metrics import Metrics
 
-logger = logging.getLogger("keylimit.limits")
+logger = get_logger("keylimit.limits")
 
 
 def account_identity(account_id: str) -> str:
@@ -172,7 +172,7 @@ class RateLimitMiddleware:
             decision = await self.backend.acquire(key, limits, charge, need, now)
         except Exception as exc:
             if not isinstance(exc, LimitStorageUnavailable):
-                logger.exception("rate limit storage failed on %s", key)
+                report_bug(logger, "the limit backend's acquire", exc)
             if metrics is not None:  # storage errors are counted where the call failed (GuardedBackend)
                 metrics.refused("storage", plan, account)
             self._log_refusal(key, principal, "storage", None)
@@ -280,8 +280,8 @@ class RateLimitMiddleware:
             if self.metrics is not None:
                 self.metrics.charged("prompt_tokens", charge[1] + delta[1], plan, account)
                 self.metrics.charged("completion_tokens", charge[2] + delta[2], plan, account)
-        except Exception:
-            logger.exception("could not settle a response on %s", key)
+        except Exception as exc:
+            report_bug(logger, "settling a response", exc)
 
     def _log_refusal(
         self, key: str, principal: Principal | None, reason: str, limit: int | None, window: float = 0.0

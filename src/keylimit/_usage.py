@@ -6,14 +6,14 @@ prompt estimate, its ``max_tokens`` reservation, and, for a stream that did not 
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any, NamedTuple
 
 from . import _json
+from ._diagnostics import get_logger, report_bug
 from ._tokens import TokenCounter
 
-logger = logging.getLogger("keylimit.limits")
+logger = get_logger("keylimit.limits")
 
 MAX_RESERVE = 1 << 53
 
@@ -55,8 +55,8 @@ def inspect_request(raw: bytes, counter: TokenCounter) -> TokenRequest | None:
         return None
     try:
         prompt_tokens = max(0, int(counter.count_prompt(body)))
-    except Exception:
-        logger.exception("token counter failed; estimating the prompt from the body's length")
+    except Exception as exc:
+        report_bug(logger, "the token counter's count_prompt (the prompt is estimated from the body's length)", exc)
         return _unreadable(raw, counter)
     strip_usage = False
     if generates and body.get("stream") is True:
@@ -74,8 +74,8 @@ def _unreadable(raw: bytes, counter: TokenCounter) -> TokenRequest:
     """A body keylimit cannot read as a token request: its prompt estimated from its text."""
     try:
         prompt_tokens = max(0, int(counter.count_text(raw.decode("utf-8", "replace"))))
-    except Exception:
-        logger.exception("token counter failed; counting one token per byte of the body")
+    except Exception as exc:
+        report_bug(logger, "the token counter's count_text (one token is counted per byte)", exc)
         prompt_tokens = len(raw)
     return _new(TokenRequest, (raw, prompt_tokens, 0, True, False))
 
