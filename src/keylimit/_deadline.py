@@ -1,7 +1,7 @@
 """Deadlines for reading request bodies, kept by one timer for all requests in flight.
 
-``asyncio.timeout`` costs a few microseconds per use (a context object, a timer handle
-scheduled and cancelled): more than the rest of reading a small body. Every body read of
+``asyncio.timeout`` builds a context object and schedules and cancels a timer handle per
+use: more work than the rest of reading a small body. Every body read of
 one middleware has the same time limit, so the deadlines of the reads in flight are in
 the order they began: a dict in insertion order is their queue, and one timer, set for
 the oldest, is all they need. A read that ends leaves the queue; the timer, when it
@@ -11,10 +11,6 @@ fires, cancels the reads that are late and sets itself for the next one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
 class DeadlineExceeded(Exception):
@@ -22,7 +18,8 @@ class DeadlineExceeded(Exception):
 
 
 class Deadlines:
-    """``await deadlines.run(awaitable)``: its result, or ``DeadlineExceeded`` after ``limit`` seconds.
+    """A reader calls ``begin`` in its task, awaits, and calls ``end``; on ``CancelledError``,
+    ``expired`` says whether it was this deadline, ``limit`` seconds after ``begin``.
 
     Cancelling the task for a late read is told apart from any other cancellation as
     ``asyncio.timeout`` does it (``Task.uncancel``), so an outside cancellation still
@@ -43,19 +40,6 @@ class Deadlines:
     def __len__(self) -> int:
         """Reads in flight."""
         return len(self._queue)
-
-    async def run(self, awaitable: Awaitable[T]) -> T:
-        task = self.begin()
-        try:
-            return await awaitable
-        except asyncio.CancelledError:
-            if self.expired(task):
-                raise DeadlineExceeded from None
-            raise
-        finally:
-            self.end(task)
-
-    # The steps of ``run``, for a caller that awaits in its own frame (one coroutine fewer).
 
     def begin(self) -> asyncio.Task[object]:
         """Start the current task's deadline."""
