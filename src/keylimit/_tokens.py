@@ -1,22 +1,11 @@
 """Token counting: the ``TokenCounter`` seam and the default, dependency-free estimate.
 
 The estimate works on the UTF-8 bytes of the text with C-speed operations only (one encode,
-two ``bytes.translate`` deletions, two counts): about 5 ms for a 1 MB prompt. Its weights
-per byte class were fitted against OpenAI's ``cl100k_base`` tokenizer.
-
-``python bench/token_error.py`` measures it against ``cl100k_base`` (bpe-openai 0.1.4,
-offline) on texts found on the machine, 40 samples of 100-2,000 characters per kind. On 237
-samples of English prose and code (keylimit's README and docstrings, package descriptions,
-Python's standard library, JavaScript, JSON): mean absolute error 7.2%, 90% within 14.9%,
-bias +0.5%; the kinds range from 6.2% to 9.0%. Chat bodies built from all kinds, through
-``count_prompt``: mean 7.7%, bias -5.3%. Other languages fare worse: Latin-script ones
-(translated man pages) are counted 26% low on average and up to 43% (Croatian, Hungarian,
-Czech); other scripts have a mean error of 16%: Japanese, Korean, Ukrainian and Serbian
-within 16%, but traditional Chinese up to 48% low and Russian 32-50% high. The worst English
-cases are long runs of one punctuation character (``=====`` underlines, up to 65% high) and
-arithmetic with one-letter names (33% low). Against ``o200k_base`` (``--encoding
-o200k_base``) English and code measure the same (6.9%, bias -0.1%), but other scripts are
-counted high: Cyrillic by 47-112%, Japanese and Korean by about 25%.
+two ``bytes.translate`` deletions, two counts). Its weights per byte class were fitted
+against OpenAI's ``cl100k_base`` tokenizer; ``python bench/token_error.py`` measures its
+error against ``cl100k_base`` or ``o200k_base`` on texts found on the machine, and
+``bench/README.md`` gives the figures: close for English prose and code, worse for other
+languages (Latin-script ones are counted low, some other scripts high).
 
 Plug in an exact tokenizer through the ``TokenCounter`` protocol when that matters; the
 rate limiter corrects the prompt charge from the reported ``usage`` anyway.
