@@ -12,7 +12,7 @@ system_clock: Clock = time.time
 
 
 class ManualClock:
-    """A clock that only moves when told to; for tests (``keylimit.testing``)."""
+    """A clock that only moves when told to; for tests (exported as ``keylimit.ManualClock``)."""
 
     __slots__ = ("now",)
 

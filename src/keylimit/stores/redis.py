@@ -1,12 +1,14 @@
 """``redis://``, ``rediss://``, ``redis+cluster://``: keys shared by every process and host.
 
-Layout (every key of one account shares a hash tag, so Redis Cluster works)::
+Layout (the braces are hash tags: a key's record has its kid's slot, an account's hash and
+its set of kids share the account's)::
 
     kl:key:{kid}                  hash: one key's record (see ``_codec``)
     kl:account:{account}          hash: the account's plan and custom limits
     kl:account:{account}:keys     set: the account's kids
 
-Each write touches one hash slot, in a small Lua script where it must be atomic
+so Redis Cluster works: each write touches one hash slot (creating a key is two writes, the
+key's record first, then the account's set), in a small Lua script where it must be atomic
 (revocation keeps its first ``revoked_at``; a hash is never half-created). Revocations and
 plan changes are published on ``keylimit:events`` (see ``_channel``); ``start()`` runs a
 subscriber that hands other processes' events to this store's listeners and reconnects,
