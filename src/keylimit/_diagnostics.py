@@ -27,21 +27,28 @@ LOGGERS = (
 REDACTED = "[redacted]"
 
 # A key is {prefix}_sk_{kid}_{secret}{crc} or {prefix}_{kid}_{secret}{crc}, all base62. The
-# kid is public and kept; from 16 characters of what follows it on, the rest is cut, so a
-# key with its prefix or checksum missing, or with more glued to it, is caught too.
-_KEY = re.compile(r"(?<![0-9A-Za-z])((?:[0-9A-Za-z]{1,32}_)?(?:sk_)?[0-9A-Za-z]{12}_)[0-9A-Za-z]{16,}")
+# kid is public and kept; from 16 characters after it on, the rest is cut, whatever the
+# prefix, and with the checksum missing or more glued to it. Each pattern starts with a
+# literal or is tried only when its marker is there: the filter runs on every record logged.
+_KEY = re.compile(r"(_[0-9A-Za-z]{12}_)[0-9A-Za-z]{16,}")
+_KEY_MIN = 30
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s'\",;]+")
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@'\"]*:)[^\s/@'\"]+@")
 
 # Attributes every LogRecord has; any other attribute came from ``extra``.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_PLAIN = vars(logging.LogRecord("", 0, "", 0, "", None, None))
+_STANDARD = frozenset(_PLAIN) | {"message", "asctime"}
 
 
 def redact(text: str) -> str:
     """``text`` with keylimit keys, ``Bearer`` values and URL passwords replaced."""
-    text = _KEY.sub(rf"\1{REDACTED}", text)
-    text = _BEARER.sub(rf"\1{REDACTED}", text)
-    return _URL_PASSWORD.sub(rf"\1{REDACTED}@", text)
+    if len(text) >= _KEY_MIN and "_" in text and _KEY.search(text):
+        text = _KEY.sub(rf"\1{REDACTED}", text)
+    if "bearer" in text.lower():
+        text = _BEARER.sub(rf"\1{REDACTED}", text)
+    if "://" in text and "@" in text:
+        text = _URL_PASSWORD.sub(rf"\1{REDACTED}@", text)
+    return text
 
 
 class Redact(logging.Filter):
@@ -64,9 +71,12 @@ class Redact(logging.Filter):
             record.exc_text = redact(record.exc_text)
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
-        for name, value in vars(record).items():
-            if name not in _STANDARD and isinstance(value, str):
-                setattr(record, name, redact(value))
+        fields = vars(record)
+        if len(fields) > len(_PLAIN):
+            for name in fields.keys() - _STANDARD:
+                value = fields[name]
+                if isinstance(value, str):
+                    fields[name] = redact(value)
         return True
 
 
