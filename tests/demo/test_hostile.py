@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from keylimit import Config
+from keylimit import Config, Limits
 from keylimit._hashing import CHEAPEST
 from keylimit._types import ASGIApp, Receive, Scope, Send
 from keylimit.demo import MODEL_ID, demo_model_app, demo_server_app
@@ -247,3 +247,51 @@ async def test_a_lone_surrogate_raises_bad_request_in_the_sdk_and_the_connection
     assert completion.choices[0].message.content
     assert len(served.peers) == 2
     assert served.peers[0] == served.peers[1]
+
+
+# --- keylimit demo's whole server
+
+
+@pytest.fixture(scope="module")
+def demo_server() -> Iterator[tuple[TestClient, str]]:
+    """``keylimit demo``'s app (no limit on its plan, so that every request is read) and a key."""
+    config = Config(
+        keys_url="memory://",
+        admin_token=ADMIN,
+        argon2=CHEAPEST,
+        plans={"open": Limits(10**9, 10**12, 10**12)},
+        default_plan="open",
+    )
+    app = demo_server_app(config, token_delay=0)
+    with TestClient(app, base_url="http://demo.test", raise_server_exceptions=False) as client:
+        created = client.post(
+            "/v1/accounts/demo/apiKeys", json={"name": "t"}, headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+        assert created.status_code == 201, created.text
+        yield client, created.json()["key"]
+
+
+SERVER_ROUTES = ["/", "/health", "/dashboard/keys", "/v1/accounts/demo", "/v1/accounts/demo/apiKeys"]
+SERVER_ROUTES += ["/v1/accounts/demo/usage", "/v1/accounts/demo/apiKeys/key_x"]
+SERVER_ROUTES += ["/inference/v1" + route for route in ROUTES]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    method=st.sampled_from(["POST", "GET", "PUT", "DELETE", "PATCH"]),
+    path=st.sampled_from(SERVER_ROUTES),
+    who=st.sampled_from(["key", "admin", "nobody"]),
+    body=_bodies | st.builds(_dumps, _object, st.booleans()),
+)
+def test_no_request_to_keylimit_demo_is_a_5xx(
+    demo_server: tuple[TestClient, str], method: str, path: str, who: str, body: bytes
+) -> None:
+    client, key = demo_server
+    token = {"key": key, "admin": ADMIN, "nobody": None}[who]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = client.request(method, path, content=body, headers=headers)
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert response.headers["content-type"].startswith("application/json")
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
