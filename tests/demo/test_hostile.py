@@ -1,54 +1,28 @@
-"""No request at all makes the demo model answer 5xx: refusals are 4xx in OpenAI's error shape."""
+"""No request at all makes the demo (the model alone, or keylimit demo's whole server) answer 5xx:
+refusals are 4xx in OpenAI's error shape. Bodies from Hypothesis: JSON with lone surrogates, numbers past
+64 bits, NaN, nesting past the parser's limit, wrong types everywhere; corrupted and raw bytes."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import httpx
-import httpx2
-import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from openai.types import Completion, CreateEmbeddingResponse
-from openai.types.chat import ChatCompletion
-from starlette.applications import Starlette
-from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from keylimit import Config, Limits
 from keylimit._hashing import CHEAPEST
-from keylimit._types import ASGIApp, Receive, Scope, Send
-from keylimit.demo import MODEL_ID, demo_model_app, demo_server_app
-from tests.proxy._servers import ServerThread
+from keylimit.demo import MODEL_ID, demo_server_app
 
-from .conftest import mounted_app
+from ._hostile import assert_openai_answer, dumps, model_client
 
-Serve = Callable[[ASGIApp], ServerThread]
 ROUTES = ["/models", f"/models/{MODEL_ID}", "/models/gpt-4o", "/chat/completions", "/completions", "/embeddings"]
 
 ADMIN = "hostile-admin-token"
 # The JSON text of `"\udcff"`: a lone surrogate, which is no Unicode text at all.
 LONE = b'"\\udcff"'
-
-
-def assert_openai_answer(response: httpx2.Response) -> None:
-    """Never 5xx; a refusal is exactly OpenAI's error object."""
-    assert response.status_code < 500, response.text
-    if response.status_code < 400:
-        return
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert list(body) == ["error"]
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["type"] == "invalid_request_error"
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    assert isinstance(error["code"], str)
-    assert error["param"] is None or isinstance(error["param"], str)
 
 
 # Text that may hold lone surrogates (written by json.dumps as `\udXXX` escapes) or be valid.
@@ -98,11 +72,6 @@ _object = st.fixed_dictionaries(
 FIELDS = ["model", *_fields]
 
 
-def _dumps(value: object, ascii_only: bool) -> bytes:
-    # Without ensure_ascii a lone surrogate becomes bytes that are not UTF-8.
-    return json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
-
-
 def _nested(field: str, depth: int, opener: str) -> bytes:
     closer = "]" if opener == "[" else "}"
     inner = (opener if opener == "[" else '{"a":') * depth + "1" + closer * depth
@@ -114,7 +83,7 @@ def _corrupt(raw: bytes, at: int, byte: int) -> bytes:
     return raw[:at] + bytes([byte]) + raw[at + 1 :]
 
 
-_json_bodies = st.builds(_dumps, _object | _value, st.booleans())
+_json_bodies = st.builds(dumps, _object | _value, st.booleans())
 _bodies = st.one_of(
     _json_bodies,
     st.builds(_nested, st.sampled_from(FIELDS), st.integers(0, 1100), st.sampled_from(["[", "{"])),
@@ -122,8 +91,6 @@ _bodies = st.one_of(
     st.binary(max_size=64),
     st.sampled_from([b"", b"null", b"[]", b"NaN", b"\xef\xbb\xbf{}", LONE, b'{"model": ' + LONE + b"}"]),
 )
-
-_client = TestClient(mounted_app(), base_url="http://demo.test/inference/v1", raise_server_exceptions=False)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -133,7 +100,7 @@ _client = TestClient(mounted_app(), base_url="http://demo.test/inference/v1", ra
     body=_bodies,
 )
 def test_no_request_to_any_route_is_a_5xx(method: str, path: str, body: bytes) -> None:
-    assert_openai_answer(_client.request(method, path, content=body))
+    assert_openai_answer(model_client.request(method, path, content=body))
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -141,112 +108,7 @@ def test_no_request_to_any_route_is_a_5xx(method: str, path: str, body: bytes) -
     path=st.sampled_from(["/chat/completions", "/completions", "/embeddings"]), body=_object, ascii_only=st.booleans()
 )
 def test_no_object_posted_to_a_model_route_is_a_5xx(path: str, body: dict[str, Any], ascii_only: bool) -> None:
-    assert_openai_answer(_client.post(path, content=_dumps(body, ascii_only)))
-
-
-CHAT = {"model": MODEL_ID, "messages": [{"role": "user", "content": "\udcff"}]}
-COMPLETION = {"model": MODEL_ID, "prompt": ["fine", "\ud800 alone"]}
-EMBEDDING = {"model": MODEL_ID, "input": "\udfff"}
-
-
-@pytest.mark.parametrize(
-    ("path", "body"),
-    [
-        ("/chat/completions", CHAT),
-        (
-            "/chat/completions",
-            {**CHAT, "messages": [{"role": "user", "content": [{"type": "text", "text": "\udcff"}]}]},
-        ),
-        ("/chat/completions", {**CHAT, "messages": [{"role": "user", "content": "ok"}], "stop": ["\udcff"]}),
-        ("/chat/completions", {**CHAT, "model": "\udcff"}),
-        ("/completions", COMPLETION),
-        ("/embeddings", EMBEDDING),
-        ("/embeddings", {**EMBEDDING, "input": ["a", "\udcff"]}),
-    ],
-)
-@pytest.mark.parametrize("ascii_only", [True, False], ids=["escaped", "raw-bytes"])
-def test_a_lone_surrogate_is_a_400_invalid_json(path: str, body: dict[str, Any], ascii_only: bool) -> None:
-    response = _client.post(path, content=_dumps(body, ascii_only))
-    assert_openai_answer(response)
-    assert response.status_code == 400
-    assert (response.json()["error"]["code"], response.json()["error"]["param"]) == ("invalid_json", None)
-
-
-def test_a_surrogate_pair_is_one_character_and_is_served() -> None:
-    response = _client.post(
-        "/chat/completions", content=_dumps({**CHAT, "messages": [{"role": "user", "content": "😀"}]}, True)
-    )
-    assert response.status_code == 200
-    assert response.json()["usage"]["prompt_tokens"] == 1
-
-
-# --- through a real server and the official SDK
-
-
-class Served:
-    """An app under uvicorn, the key its clients send, and the client address of each inference request."""
-
-    def __init__(self, serve: Serve, app: ASGIApp) -> None:
-        self.peers: list[tuple[str, int]] = []
-
-        async def recording(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http" and scope["path"].startswith("/inference/"):
-                self.peers.append(tuple(scope["client"]))
-            await app(scope, receive, send)
-
-        self.server = serve(recording)
-        self.key = "unused"
-
-
-@pytest.fixture(params=["model", "keylimit-demo"])
-def served(request: pytest.FixtureRequest, serve: Serve) -> Served:
-    """The demo model alone, or ``keylimit demo``'s whole server (behind Protect) with a key of its own."""
-    if request.param == "model":
-        return Served(serve, Starlette(routes=[Mount("/inference/v1", demo_model_app())]))
-    config = Config(keys_url="memory://", admin_token=ADMIN, argon2=CHEAPEST)
-    served = Served(serve, demo_server_app(config, token_delay=0))
-    admin = {"Authorization": f"Bearer {ADMIN}"}
-    created = httpx.post(served.server.url + "/v1/accounts/demo/apiKeys", json={"name": "t"}, headers=admin)
-    assert created.status_code == 201, created.text
-    served.key = created.json()["key"]
-    return served
-
-
-@pytest.fixture
-async def sdk(served: Served) -> AsyncIterator[openai.AsyncOpenAI]:
-    # One connection at most: every request after the first can only go on a kept-alive one.
-    limits = httpx2.Limits(max_connections=1, max_keepalive_connections=1)
-    http_client = httpx2.AsyncClient(limits=limits, timeout=10)
-    base_url = served.server.url + "/inference/v1"
-    async with openai.AsyncOpenAI(api_key=served.key, base_url=base_url, http_client=http_client, max_retries=0) as sdk:
-        yield sdk
-
-
-@pytest.mark.parametrize(
-    ("path", "body", "cast_to"),
-    [
-        ("/chat/completions", CHAT, ChatCompletion),
-        ("/completions", COMPLETION, Completion),
-        ("/embeddings", EMBEDDING, CreateEmbeddingResponse),
-    ],
-)
-async def test_a_lone_surrogate_raises_bad_request_in_the_sdk_and_the_connection_lives_on(
-    sdk: openai.AsyncOpenAI,
-    served: Served,
-    path: str,
-    body: dict[str, Any],
-    cast_to: type[Any],
-) -> None:
-    # The SDK writes JSON as UTF-8 and cannot encode a lone surrogate, so the request carries the
-    # escaped JSON text a JavaScript client's JSON.stringify would send.
-    options: Any = {"headers": {"Content-Type": "application/json"}}
-    with pytest.raises(openai.BadRequestError) as bad:
-        await sdk.post(path, cast_to=cast_to, content=_dumps(body, True), options=options)
-    assert (bad.value.status_code, bad.value.code, bad.value.param) == (400, "invalid_json", None)
-    completion = await sdk.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Hello"}])
-    assert completion.choices[0].message.content
-    assert len(served.peers) == 2
-    assert served.peers[0] == served.peers[1]
+    assert_openai_answer(model_client.post(path, content=dumps(body, ascii_only)))
 
 
 # --- keylimit demo's whole server
@@ -281,7 +143,7 @@ SERVER_ROUTES += ["/inference/v1" + route for route in ROUTES]
     method=st.sampled_from(["POST", "GET", "PUT", "DELETE", "PATCH"]),
     path=st.sampled_from(SERVER_ROUTES),
     who=st.sampled_from(["key", "admin", "nobody"]),
-    body=_bodies | st.builds(_dumps, _object, st.booleans()),
+    body=_bodies | st.builds(dumps, _object, st.booleans()),
 )
 def test_no_request_to_keylimit_demo_is_a_5xx(
     demo_server: tuple[TestClient, str], method: str, path: str, who: str, body: bytes
