@@ -28,7 +28,7 @@ HOP_BY_HOP = frozenset(
 )
 # ASGI servers (uvicorn, hypercorn) write their own Date and Server beside the app's: relayed,
 # the upstream's would be a second of each. The client is answered by the proxy's server.
-SERVERS_OWN = frozenset({b"date", b"server"})
+_SERVERS_OWN = frozenset({b"date", b"server"})
 
 
 class BadGateway(HTTPError):
@@ -131,7 +131,7 @@ class Exchange:
 
     async def relay(self, response: httpx.Response) -> None:
         received = [(name.lower(), value) for name, value in response.headers.raw]
-        dropped = HOP_BY_HOP | SERVERS_OWN | connection_tokens(received)
+        dropped = HOP_BY_HOP | _SERVERS_OWN | connection_tokens(received)
         headers = [(name, value) for name, value in received if name not in dropped]
         self.length_delimited = "content-length" in response.headers
         self.event_stream = response.headers.get("content-type", "").startswith("text/event-stream") and (
