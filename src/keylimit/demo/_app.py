@@ -100,6 +100,7 @@ async def embeddings(request: Request) -> Response:
 def _prompt(item: str | tuple[int, ...]) -> tuple[bytes, int]:
     """The seed of a prompt and its token count: a token-id array counts one token per id."""
     if isinstance(item, str):
+        # Never a lone surrogate: parse_json's parser refuses them, so this encodes.
         return b"s" + item.encode(), count_tokens(item)
     return b"t" + b",".join(str(t).encode() for t in item), len(item)
 
