@@ -1,9 +1,9 @@
 """The key hot path: an ``Authorization`` header in, a ``Principal`` out.
 
 header → ``Bearer`` token → format and checksum (no I/O) → cache of verified keys → on a
-miss, one lookup by kid, the key's check value (``_hashing``: a wrong secret is refused
-there, without argon2), then one argon2 verify in a worker thread, behind a semaphore, once
-for any number of concurrent requests with the same token. Expiry is re-checked on every
+miss, one lookup by kid, then the token held against the key's record (``_verifier``: its
+check value, then argon2 in a worker thread, in a bounded number of slots), once for any
+number of concurrent requests with the same token. Expiry is re-checked on every
 hit; revocations and plan changes evict through the store's events; ``last_used_at`` is
 written behind.
 
@@ -12,18 +12,16 @@ that clients sharing an address (behind a load balancer, a NAT) can never lock e
 out, whatever one of them sends. What bounds an attacker instead: garbage costs no I/O, a
 wrong secret costs one lookup and no argon2, and argon2 (a key created before check values,
 or the one wrong secret in 2**32 whose check matches) never runs more than
-``verify_concurrency`` at once, and tokens that matched their check value go first
-(``_verify_slots``). Each refusal is logged and counted by the middleware.
+``verify_concurrency`` at once, tokens that matched their check value first. Each refusal
+is logged and counted by the middleware.
 
 Stale-if-error: when the store fails while a lapsed entry is revalidated, the cached
 principal is served for another TTL, as long as the key itself has not expired. A key
 whose revocation was announced has no entry left, and a key never verified gets
 ``KeyStoreUnavailable`` (503), never ``InvalidKey``.
 
-The scheme is matched case-insensitively (``bearer`` works, as RFC 7235 says it should);
-between scheme and token there is exactly one space, and the token must be a well-formed
-key of this prefix. A missing key (no header, an empty one, or a bare ``Bearer``) is
-``MissingKey``; everything else that is not a usable key is ``InvalidKey``.
+What a header must look like is ``_bearer``'s to say: ``MissingKey`` when there is no key,
+``InvalidKey`` for anything else that is not a usable one.
 """
 
 from __future__ import annotations
@@ -35,42 +33,21 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from ._bearer import MAX_HEADER, parse_bearer
 from ._cache import Verified, VerifiedCache
 from ._clock import Clock, system_clock
-from ._errors import InvalidKey, KeyStoreUnavailable, MissingKey
-from ._hashing import Hasher, check_refuses, key_check
+from ._errors import InvalidKey, KeyStoreUnavailable
+from ._hashing import Hasher
 from ._keys import KeyFormat, ParsedKey
 from ._last_use import LastUse
 from ._models import Account, KeyRecord, Principal
 from ._plans import Plans
-from ._verify_slots import VerifySlots
+from ._verifier import SecretVerifier
 from .metrics import Metrics
 from .stores import KeyStore, StoreEvent
 
 logger = logging.getLogger("keylimit.auth")
 T = TypeVar("T")
-
-MAX_HEADER = 256
-"""Longer ``Authorization`` headers are refused unread (a key is about 60 bytes)."""
-
-
-def parse_bearer(header: bytes | None, key_format: KeyFormat) -> ParsedKey:
-    """The key in ``Bearer <key>``; raises ``MissingKey`` or ``InvalidKey``."""
-    if header is None:
-        raise MissingKey()
-    if not header.strip():
-        raise MissingKey()  # blank, however long: the same answer as no header
-    if len(header) > MAX_HEADER:
-        raise InvalidKey()
-    scheme, _, token = header.partition(b" ")
-    if scheme.lower() != b"bearer":
-        raise InvalidKey()
-    if not token.strip():
-        raise MissingKey()
-    parsed = key_format.parse(token.decode("latin-1"))
-    if parsed is None:
-        raise InvalidKey()
-    return parsed
 
 
 class Authenticator:
@@ -94,21 +71,26 @@ class Authenticator:
         del failures_per_minute
         self.store = store
         self.key_format = key_format or KeyFormat()
-        self.hasher = hasher or Hasher()
         self.plans = plans or Plans()
         self.clock = clock
         self.metrics = metrics
         self._cache = VerifiedCache(ttl=cache_ttl, size=cache_size, clock=clock)
         self.verify_concurrency = verify_concurrency
-        self._verify_slots = VerifySlots(verify_concurrency)
+        self._secrets = SecretVerifier(store, hasher or Hasher(), verify_concurrency)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: dict[bytes, asyncio.Future[Principal | None]] = {}
-        self._upgrading: set[str] = set()
-        self._background: set[asyncio.Task[None]] = set()
         self.last_use = LastUse(store, last_used_interval)
         self._subscribed = False
         self._started = False
         self._store_down = False
+
+    @property
+    def hasher(self) -> Hasher:
+        return self._secrets.hasher
+
+    @hasher.setter
+    def hasher(self, hasher: Hasher) -> None:
+        self._secrets.hasher = hasher
 
     @property
     def last_used_interval(self) -> float:
@@ -131,8 +113,7 @@ class Authenticator:
 
     async def aclose(self) -> None:
         """Finish background work and write pending ``last_used_at``; the store stays open."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._secrets.aclose()
         await self.last_use.aclose()
 
     # -- evictions ---------------------------------------------------------------------------
@@ -223,10 +204,8 @@ class Authenticator:
         # Semaphores, futures and tasks belong to one event loop; an app served again on
         # another loop (a second TestClient, a restarted server) gets fresh ones.
         self._loop = asyncio.get_running_loop()
-        self._verify_slots = VerifySlots(self.verify_concurrency)
+        self._secrets.bind_loop()
         self._inflight.clear()
-        self._background.clear()
-        self._upgrading.clear()
         self.last_use.forget_task()
         self._started = False
 
@@ -270,10 +249,9 @@ class Authenticator:
         if record is None or record.key_type is not parsed.key_type or not record.is_usable(self.clock()):
             return None
         if known is None or not hmac.compare_digest(known.hash, record.hash):
-            if check_refuses(record.check, parsed.token):
-                return None  # a wrong secret, refused without argon2
-            async with self._verify_slots.hold(first=record.check is not None):
-                ok = await asyncio.to_thread(self.hasher.verify, record.hash, parsed.token)
+            ok = await self._secrets.verify(record, parsed.token)
+            if ok is None:
+                return None  # a wrong secret, refused by the check value without argon2
             if self.metrics is not None:
                 self.metrics.verification()
             if not ok:
@@ -289,10 +267,7 @@ class Authenticator:
             limits=account.limits,
             display_hint=record.hint,
         )
-        rehash = self.hasher.needs_rehash(record.hash)
-        if (rehash or record.check is None) and record.kid not in self._upgrading:
-            self._upgrading.add(record.kid)
-            self._spawn(self._upgrade(record.kid, parsed.token, rehash=rehash, add_check=record.check is None))
+        self._secrets.upgrade(record, parsed.token)
         self._cache.put(digest, record, principal, epoch)
         logger.debug("verified %s of account %s", record.id, record.account_id)
         return principal
@@ -309,27 +284,3 @@ class Authenticator:
             raise
         finally:
             metrics.storage_call("keys", time.perf_counter() - start)
-
-    # -- background writes -------------------------------------------------------------------
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _upgrade(self, kid: str, token: str, *, rehash: bool, add_check: bool) -> None:
-        """A key that just verified, brought up to date: given the check value it was
-        created without, and hashed with today's argon2 parameters."""
-        try:
-            if add_check:
-                await self.store.set_check(kid, key_check(token))
-                logger.info("added a check value to key_%s", kid)
-            if rehash:
-                async with self._verify_slots.hold(first=False):
-                    hashed = await asyncio.to_thread(self.hasher.hash, token)
-                await self.store.set_hash(kid, hashed)
-                logger.info("re-hashed key_%s with %r", kid, self.hasher)
-        except Exception as exc:
-            logger.warning("could not upgrade the stored record of key_%s (%s)", kid, type(exc).__name__)
-        finally:
-            self._upgrading.discard(kid)
