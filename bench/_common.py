@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -15,7 +16,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,7 @@ def tempdir() -> Path:
 
 def chat_app(chunks: int = 16) -> ASGIApp:
     """Starlette with a JSON chat completion and, for ``"stream": true``, an SSE stream of
-    ``chunks`` events that honours ``stream_options.include_usage`` as OpenAI-style servers do."""
+    ``chunks`` events (``sse_events``) that honours ``stream_options.include_usage``."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -149,7 +150,7 @@ def chat_app(chunks: int = 16) -> ASGIApp:
         if not body.get("stream"):
             return JSONResponse(REPLY)
         usage = (body.get("stream_options") or {}).get("include_usage") is True
-        return StreamingResponse(_events(chunks, usage), media_type="text/event-stream")
+        return StreamingResponse(_send_events(sse_events(chunks, usage)), media_type="text/event-stream")
 
     app: Any = Starlette(routes=[Route(PATH, chat, methods=["POST"])])
     return app  # type: ignore[no-any-return]
@@ -299,27 +300,37 @@ def lean_app(
     return app
 
 
-async def _events(chunks: int, usage: bool) -> Any:
+@functools.lru_cache(maxsize=8)
+def sse_events(chunks: int, usage: bool) -> tuple[bytes, ...]:
+    """A streamed chat completion of ``chunks`` content chunks as vLLM sends it (compact JSON,
+    one event a chunk, then ``[DONE]``). When the client asked for ``stream_options.include_usage``
+    (``usage``) every chunk carries ``"usage":null`` and a usage-only chunk comes before ``[DONE]``.
+    Encoded once, so that the app's own cost per chunk is the same with and without usage."""
+    events = []
     for i in range(chunks):
-        event: dict[str, Any] = {
-            "id": "c1",
-            "object": "chat.completion.chunk",
-            "model": "demo",
-            "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}],
-        }
+        delta = {"role": "assistant", "content": f"tok{i} "} if i == 0 else {"content": f"tok{i} "}
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": "stop" if i == chunks - 1 else None}
+        event: dict[str, Any] = {**_CHUNK, "choices": [choice]}
         if usage:
             event["usage"] = None
-        yield f"data: {json.dumps(event)}\n\n".encode()
+        events.append(_sse(event))
     if usage:
-        final = {
-            "id": "c1",
-            "object": "chat.completion.chunk",
-            "model": "demo",
-            "choices": [],
-            "usage": {"prompt_tokens": 50, "completion_tokens": chunks, "total_tokens": 50 + chunks},
-        }
-        yield f"data: {json.dumps(final)}\n\n".encode()
-    yield b"data: [DONE]\n\n"
+        total = {"prompt_tokens": 50, "total_tokens": 50 + chunks, "completion_tokens": chunks}
+        events.append(_sse({**_CHUNK, "choices": [], "usage": total}))
+    events.append(b"data: [DONE]\n\n")
+    return tuple(events)
+
+
+_CHUNK = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1796000000, "model": "demo"}
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def _send_events(events: tuple[bytes, ...]) -> AsyncIterator[bytes]:
+    for event in events:
+        yield event
 
 
 def slowapi_app(storage_uri: str) -> ASGIApp:

@@ -14,8 +14,11 @@ from typing import Any
 from . import _common as c
 
 
-async def stream_once(app: c.ASGIApp, headers: c.Headers) -> tuple[float, float, int]:
-    """(µs to the first body byte, µs per later chunk, chunks with content) of one stream."""
+async def stream_once(
+    app: c.ASGIApp, headers: c.Headers, received: list[bytes] | None = None
+) -> tuple[float, float, int]:
+    """(µs to the first body byte, µs per later chunk, chunks with content) of one stream;
+    the body chunks are appended to ``received`` if given."""
     stamps: list[float] = []
     status = 0
     body = c.STREAM_BODY
@@ -38,6 +41,8 @@ async def stream_once(app: c.ASGIApp, headers: c.Headers) -> tuple[float, float,
         elif message["type"] == "http.response.body":
             if message.get("body"):
                 stamps.append(time.perf_counter())
+                if received is not None:
+                    received.append(message["body"])
             if not message.get("more_body", False) and not done.done():
                 done.set_result(None)
 
