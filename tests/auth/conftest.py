@@ -120,7 +120,8 @@ class Harness:
         self.store = SpyStore(options.pop("store", None) or MemoryKeyStore())
         self.manager = KeyManager(self.store, hasher=self.hasher, clock=self.clock)  # type: ignore[arg-type]
         self.auth = Authenticator(self.store, hasher=self.hasher, clock=self.clock, **options)  # type: ignore[arg-type]
-        self.app = KeyAuthMiddleware(inner_app(), authenticator=self.auth)
+        # inner_app serves a stand-in for the management API (which authorizes its own requests).
+        self.app = KeyAuthMiddleware(inner_app(), authenticator=self.auth, management_path="/v1/accounts")
 
     async def key(self, account: str = "acct_1", **kwargs: Any) -> str:
         _, token = await self.manager.create_key(account, "test key", **kwargs)
