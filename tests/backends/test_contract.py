@@ -221,3 +221,92 @@ async def test_concurrent_acquisitions_admit_exactly_the_limit(backend: LimitBac
     decisions = await asyncio.gather(*(backend.acquire("acct", limits, ONE, ONE, T0 + 1) for _ in range(100)))
     assert sum(d.allowed for d in decisions) == 5
     assert (await backend.peek("acct", limits, T0 + 1)).used == (5.0, 0.0, 0.0)
+
+
+# --- debt: what a response costs past the limit is paid back by later windows
+
+FREE = (60, 100_000, 10_000)
+
+
+@pytest.mark.parametrize("dimension", [PROMPT, COMPLETION])
+async def test_a_response_past_the_limit_fills_the_windows_that_pay_it_back(
+    indebted: LimitBackend, dimension: int
+) -> None:
+    limit = FREE[dimension]
+    assert (await indebted.acquire("acct", FREE, ONE, (1, 0, 1), T0 + 10)).allowed
+    # It costs five limits' worth: one in its own window, four carried forward.
+    await indebted.adjust("acct", tuple(5 * limit if d == dimension else 0 for d in range(3)), T0 + 20)  # type: ignore[arg-type]
+    left = [(await indebted.peek("acct", FREE, T0 + n * WINDOW + 30)).remaining[dimension] for n in range(7)]
+    assert left == [0, 0, 0, 0, 0, limit // 2, limit]
+
+
+async def test_a_client_in_debt_is_refused_until_the_window_where_it_fits(indebted: LimitBackend) -> None:
+    assert (await indebted.acquire("acct", FREE, ONE, (1, 0, 1), T0 + 10)).allowed
+    await indebted.adjust("acct", (0, 0, 50_000), T0 + 20)
+    refused = await indebted.acquire("acct", FREE, ONE, (1, 0, 1), T0 + 2 * WINDOW + 5)
+    assert (refused.allowed, refused.exceeded, refused.remaining[COMPLETION]) == (False, COMPLETION, 0)
+    # Windows 1-4 each pay 10,000; window 5 starts with nothing, its previous window full:
+    # one token fits once 1/10,000 of that window has slid out.
+    assert refused.retry_after == pytest.approx(3 * WINDOW - 5 + WINDOW / 10_000)
+
+
+@pytest.mark.parametrize(
+    ("cost", "asked_at", "need"),
+    [
+        (50_000, T0 + 30, (1, 0, 1)),
+        (50_000, T0 + WINDOW + 59, (1, 0, 1)),
+        (50_000, T0 + 3 * WINDOW + 1, (1, 0, 9_000)),  # a reservation: fits later in window 5
+        (10_500, T0 + 45, (1, 0, 1)),  # 500 carried: window 1 starts with 500, window 0 full
+        (10_500, T0 + 45, (1, 0, 9_600)),  # …and 9,600 never fit beside 500 there: window 2
+        (123_457, T0 + 7 * WINDOW + 13, (1, 0, 1)),
+    ],
+)
+async def test_retry_after_in_debt_is_when_the_request_fits(
+    indebted: LimitBackend, cost: int, asked_at: float, need: tuple[int, int, int]
+) -> None:
+    assert (await indebted.acquire("acct", FREE, ONE, (1, 0, 1), T0 + 10)).allowed
+    await indebted.adjust("acct", (0, 0, cost), T0 + 20)
+    d = await indebted.acquire("acct", FREE, ONE, need, asked_at)
+    assert not d.allowed
+    assert not (await indebted.acquire("acct", FREE, ONE, need, asked_at + d.retry_after - EPS)).allowed
+    assert (await indebted.acquire("acct", FREE, ONE, need, asked_at + d.retry_after + EPS)).allowed
+
+
+async def test_a_refund_pays_back_debt_first_and_never_below_zero(indebted: LimitBackend) -> None:
+    assert (await indebted.acquire("acct", FREE, ONE, (1, 0, 1), T0 + 10)).allowed
+    await indebted.adjust("acct", (0, 0, 25_000), T0 + 20)  # window 1 starts full, 5,000 still owed
+    await indebted.adjust("acct", (0, 0, -8_000), T0 + WINDOW + 10)  # pays the 5,000, then 3,000 of window 1
+    halfway = await indebted.peek("acct", FREE, T0 + 2 * WINDOW + 30)
+    assert halfway.used[COMPLETION] == 3_500.0  # half of window 1's 7,000; nothing owed into window 2
+    await indebted.adjust("acct", (0, 0, -1_000_000), T0 + 2 * WINDOW + 40)
+    assert (await indebted.peek("acct", FREE, T0 + 3 * WINDOW + 40)).remaining == FREE
+
+
+async def test_debt_is_paid_while_the_client_is_away(indebted: LimitBackend) -> None:
+    assert (await indebted.acquire("acct", FREE, ONE, (1, 0, 1), T0 + 10)).allowed
+    await indebted.adjust("acct", (0, 0, 50_000), T0 + 20)
+    assert not (await indebted.acquire("acct", FREE, ONE, (1, 0, 1), T0 + 3 * WINDOW + 30)).allowed
+    back = await indebted.acquire("acct", FREE, ONE, (1, 0, 1), T0 + 9 * WINDOW)
+    assert (back.allowed, back.used) == (True, (0.0, 0.0, 0.0))
+
+
+async def test_debt_carries_the_same_numbers_as_the_memory_backend(indebted: LimitBackend) -> None:
+    rng = random.Random(20261208)
+    memory = MemoryBackend(WINDOW)
+    limits = (20, 1000, 300)
+    now = T0 + 7.123
+    for _ in range(150):
+        now += rng.choice([rng.uniform(0.0, 9.0), rng.uniform(0.0, 4 * WINDOW)])
+        key = rng.choice(["a", "b"])
+        if rng.random() < 0.3:
+            delta = (0, rng.randint(-1500, 3000), rng.randint(-500, 1500))
+            await indebted.adjust(key, delta, now)
+            await memory.adjust(key, delta, now)
+            continue
+        prompt = rng.randint(0, 300)
+        need = (1, prompt, rng.choice([1, 1, 200]))
+        charge = (1, prompt, rng.choice([0, 1]))
+        assert await indebted.acquire(key, limits, charge, need, now) == await memory.acquire(
+            key, limits, charge, need, now
+        )
+        assert await indebted.peek(key, limits, now) == await memory.peek(key, limits, now)

@@ -81,3 +81,18 @@ async def test_aclose_forgets_everything() -> None:
     await backend.aclose()
     assert len(backend) == 0
     assert await use(backend, "a", T0) == (99, 10_000, 10_000)
+
+
+async def test_an_identity_in_debt_is_not_forgotten_however_long_it_is_idle() -> None:
+    backend = MemoryBackend(WINDOW)
+    free = (60, 100_000, 10_000)
+    assert (await backend.acquire("owes", free, ONE, (1, 0, 1), T0)).allowed
+    await backend.adjust("owes", (0, 0, 80_000), T0 + 1)  # seven windows of debt
+    for step in range(1, 6 * 60):  # others' traffic, a request a second: generations move and are freed
+        await use(backend, f"other{step % 3}", T0 + step)
+        assert forgotten(backend) <= FREED_PER_CALL
+    back = await backend.acquire("owes", free, ONE, (1, 0, 1), T0 + 6 * WINDOW + 30)
+    assert (back.allowed, back.remaining[2]) == (False, 0)
+    assert back.used[2] == 15_000.0  # windows 5 and 6 both full: 10,000 * 0.5 + 10,000
+    assert (await backend.acquire("owes", free, ONE, (1, 0, 1), T0 + 9 * WINDOW)).allowed
+    assert len(backend) == 1  # the others, idle for two windows, were forgotten

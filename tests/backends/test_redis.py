@@ -349,3 +349,35 @@ async def test_a_state_key_holding_something_else_counts_as_no_state(redis_url: 
     assert stored is not None
     assert stored[1:4] == [1.0, 0.0, 0.0]
     await backend.aclose()
+
+
+async def test_a_state_stored_before_debt_was_carried_reads_as_the_same_counts(redis_url: str) -> None:
+    import struct
+
+    backend = RedisBackend.from_url(redis_url, WINDOW)
+    client = redis.Redis.from_url(redis_url)
+    index = T0 // WINDOW
+    client.set(state_key("old"), struct.pack("<7d", index, 4, 300, 20, 8, 500, 40), px=60_000)
+    d = await backend.acquire("old", PRO, ONE, ONE, T0 + WINDOW / 2)
+    assert d.used == (4 + 8 / 2, 300 + 500 / 2, 20 + 40 / 2)
+    stored = decode_state(client.get(state_key("old")))
+    assert stored is not None
+    assert stored[1:10] == [5.0, 300.0, 20.0, 8.0, 500.0, 40.0, 0.0, 0.0, 0.0]
+    assert len(client.get(state_key("old")) or b"") == 104
+    await backend.aclose()
+
+
+async def test_a_state_in_debt_lives_until_the_debt_is_paid(redis_url: str) -> None:
+    backend = RedisBackend.from_url(redis_url, WINDOW)
+    server = redis.Redis.from_url(redis_url)
+    free = (60, 100_000, 10_000)
+    two = 2 * WINDOW * 1000 + 1000
+    await backend.acquire("acct", free, ONE, (1, 0, 1), T0)
+    assert server.pttl(state_key("acct")) <= two
+    await backend.adjust("acct", (0, 0, 50_000), T0 + 1)  # four windows of debt once this one ends
+    assert two + 3 * WINDOW * 1000 < server.pttl(state_key("acct")) <= two + 4 * WINDOW * 1000
+    # Entering window 2, two windows' worth is still owed.
+    assert not (await backend.acquire("acct", free, ONE, (1, 0, 1), T0 + 2 * WINDOW)).allowed
+    await backend.adjust("acct", (1, 0, 0), T0 + 2 * WINDOW)  # a write that enters the window
+    assert two + WINDOW * 1000 < server.pttl(state_key("acct")) <= two + 2 * WINDOW * 1000
+    await backend.aclose()

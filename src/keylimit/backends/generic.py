@@ -3,6 +3,12 @@
 The same sliding-window counters as every backend, kept as plain counters of the
 storage: one per identity, dimension and window index, read with ``get`` and charged
 with ``incr`` (expiring after two windows).
+
+It carries no debt (see ``_window``): a count past the limit is forgotten with its
+window, so a response that costs more than the budget left is paid back only for the
+two windows its count weighs on. Debt would need a read, a decision and a write of
+state shared between processes, which a storage of plain counters cannot make atomic;
+the Redis fast path carries it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from ._base import DIMENSIONS, Decision, Vector
 from ._batch import SettlementBatch
 
 SETTING = "KEYLIMIT_LIMITS_URL"
+_NO_DEBT = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+"""No debt, and limits of 0 for the state: nothing is carried forward."""
 
 
 def _async_url(url: str) -> str:
@@ -120,7 +128,7 @@ class LimitsBackend:
     async def _state(self, key: str, index: int) -> _window.State:
         names = [self._counter(key, d, i) for i in (index, index - 1) for d in range(3)]
         values = await asyncio.gather(*(self._storage.get(n) for n in names))
-        return [float(index), *(float(v) for v in values)]
+        return [float(index), *(float(v) for v in values), *_NO_DEBT]
 
     async def acquire(self, key: str, limits: Vector, charge: Vector, need: Vector, now: float) -> Decision:
         index, _ = _window.position(now, self.window)

@@ -5,7 +5,10 @@ used in the previous one (whose counts still weigh on the current window) but no
 since. When a window begins, the current generation becomes the previous one and the
 previous one, idle for two windows, is forgotten, without a pass over the identities:
 the event loop never stalls on a sweep, however many there are. A forgotten generation
-is freed a few entries per call rather than all at once, for the same reason.
+is freed a few entries per call rather than all at once, for the same reason. An identity
+that still owes (debt, see ``_window``) is not freed but taken back into the current
+generation, so that no debt is forgotten for being idle; until then a forgotten
+generation is still searched, on a miss of the other two.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ class MemoryBackend:
     def __repr__(self) -> str:
         return f"MemoryBackend(window={self.window!r})"
 
-    def _state(self, key: str, index: int) -> _window.State:
+    def _state(self, key: str, index: int, limits: Vector | None = None) -> _window.State:
         if self._forgotten:
             self._free()
         state = self._current.get(key)
@@ -49,11 +52,19 @@ class MemoryBackend:
         if state is None:
             state = self._previous.pop(key, None)
             if state is None:
-                state = _window.new_state(index)
+                state = self._forgotten_state(key, take=True) or _window.new_state(index, limits)
             self._current[key] = state
         if state[0] < index:
-            _window.roll(state, index)
+            _window.roll(state, index, limits)
         return state
+
+    def _forgotten_state(self, key: str, *, take: bool) -> _window.State | None:
+        """``key``'s state in a forgotten generation not freed yet (it may still owe)."""
+        for generation in self._forgotten:
+            state = generation.pop(key, None) if take else generation.get(key)
+            if state is not None:
+                return state
+        return None
 
     def _advance(self, index: int) -> None:
         """Window ``index`` begins: generations move on, in constant time."""
@@ -72,13 +83,16 @@ class MemoryBackend:
     def _free(self) -> None:
         forgotten = self._forgotten[-1]
         for _ in range(min(FREED_PER_CALL, len(forgotten))):
-            forgotten.popitem()
+            key, state = forgotten.popitem()
+            if _window.owes(state) and self._index is not None:
+                _window.roll(state, self._index)
+                self._current[key] = state
         if not forgotten:
             self._forgotten.pop()
 
     async def acquire(self, key: str, limits: Vector, charge: Vector, need: Vector, now: float) -> Decision:
         index = math.floor(now / self.window)  # as _window.position
-        return _window.decide(self._state(key, index), limits, charge, need, now, self.window)
+        return _window.decide(self._state(key, index, limits), limits, charge, need, now, self.window)
 
     async def adjust(self, key: str, delta: Vector, now: float) -> None:
         index, _ = _window.position(now, self.window)
@@ -93,12 +107,12 @@ class MemoryBackend:
 
     async def peek(self, key: str, limits: Vector, now: float) -> Decision:
         index, _ = _window.position(now, self.window)
-        state = self._current.get(key) or self._previous.get(key)
+        state = self._current.get(key) or self._previous.get(key) or self._forgotten_state(key, take=False)
         if state is None:
             state = _window.new_state(index)
         else:
             state = list(state)
-            _window.roll(state, index)
+            _window.roll(state, index, limits)
         return _window.decide(state, limits, (0, 0, 0), (0, 0, 0), now, self.window)
 
     async def ping(self) -> None:

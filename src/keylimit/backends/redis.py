@@ -1,10 +1,12 @@
 """``redis://``, ``rediss://``, ``redis+cluster://``: the fast path, one script per admission.
 
-An identity's whole state is one 56-byte string ``kl:lim:{<identity>}`` (the braces are
-the cluster hash tag): the window index and the current and previous counts of the three
-dimensions as seven little-endian doubles, with a TTL of about two windows (set when the
-state enters a window; later writes overwrite the same 56 bytes with ``SETRANGE``, which keeps
-it, on any Redis that runs Lua scripts). The acquire script rolls, checks and
+An identity's whole state is one 104-byte string ``kl:lim:{<identity>}`` (the braces are
+the cluster hash tag): the window index, the current and previous counts, the debts and
+the limits of the three dimensions (``_window.State``) as thirteen little-endian doubles,
+with a TTL of about two windows plus those its debt takes to pay back (set when the state
+enters a window; later writes overwrite the same bytes with ``SETRANGE``, which keeps it,
+on any Redis that runs Lua scripts). A 56-byte state (the counts alone, as stored before
+debt was carried) reads as the same counts with no debt. The acquire script rolls, checks and
 charges it atomically and returns the rolled counts from before the charge; the
 ``Decision`` is then computed in Python by ``_window``, the same code as the memory
 backend's, with the same floating-point operations as the script, so both agree exactly.
@@ -34,61 +36,117 @@ SETTING = "KEYLIMIT_LIMITS_URL"
 
 _ACQUIRE_ARGS = struct.Struct("<12d")
 _ADJUST_ARGS = struct.Struct("<6d")
-STATE = struct.Struct("<7d")
-"""The stored state: window index, current requests/prompt/completion, previous ones."""
+STATE = struct.Struct("<13d")
+"""The stored state: window index, current requests/prompt/completion, previous ones,
+the debts and the limits they are paid back at (``_window.State``)."""
+_OLD_STATE = struct.Struct("<7d")
+"""The state before debt was carried: read as the same counts with no debt."""
 _MAX_DOUBLE = sys.float_info.max
 
 # Shared by both scripts, after each has unpacked its one argument (little-endian
 # doubles: cheaper to send and to read than a dozen decimal strings) into locals, the
 # first three being ``now``, ``window`` and ``ttl`` (ms). The state of KEYS[1] (one
-# string of seven doubles, as ``STATE``; anything else there counts as no state) is
-# rolled to the window of ``now`` into ``index`` and the counts ``r p c`` (current)
-# and ``R P C`` (previous); ``moved`` says whether the state enters a new window (or is
-# new). A caller whose clock lags behind the stored window counts in the stored window,
-# as ``_window.roll`` does.
+# string of thirteen doubles, as ``STATE``, or of the first seven; anything else there
+# counts as no state) is rolled to the window of ``now`` into ``index``, the counts
+# ``r p c`` (current) and ``R P C`` (previous), the debts ``Dr Dp Dc`` and the limits
+# ``Lr Lp Lc`` they are paid back at, as ``_window.roll`` does it, operation for
+# operation; ``moved`` says whether the state enters a new window (or is new). A caller
+# whose clock lags behind the stored window counts in the stored window. Before it,
+# the acquire script sets ``l1 l2 l3`` (the limits to roll with when none are stored)
+# and the adjust script sets them to -1 (none).
 _ROLL = """
 local index = math.floor(now / window)
 local frac = (now - index * window) / window
 local raw = redis.call('GET', KEYS[1])
 local held = nil
 local r, p, c, R, P, C = 0, 0, 0, 0, 0, 0
+local Dr, Dp, Dc, Lr, Lp, Lc = 0, 0, 0, -1, -1, -1
 local moved = true
-if raw and #raw == 56 then
-  local h, a1, a2, a3, b1, b2, b3 = struct.unpack('<ddddddd', raw)
+if raw and (#raw == 104 or #raw == 56) then
+  local h, a1, a2, a3, b1, b2, b3
+  if #raw == 104 then
+    h, a1, a2, a3, b1, b2, b3, Dr, Dp, Dc, Lr, Lp, Lc = struct.unpack('<ddddddddddddd', raw)
+  else
+    h, a1, a2, a3, b1, b2, b3 = struct.unpack('<ddddddd', raw)
+  end
   held = h
-  if h == index - 1 then
-    R, P, C = a1, a2, a3
-  elseif h >= index then
+  if h >= index then
     index = h
     moved = false
     r, p, c, R, P, C = a1, a2, a3, b1, b2, b3
+  else
+    local function clamp(x, L)
+      if x <= 0 then return 0 elseif x >= L then return L end
+      return x
+    end
+    local function roll(x, D, L, k)
+      if L <= 0 then
+        if k == 1 then return 0, x, 0 end
+        return 0, 0, 0
+      end
+      if x > L then
+        D = D + (x - L)
+        x = L
+      end
+      if D > 0 then
+        local prev = x
+        if k ~= 1 then prev = clamp(D - (k - 2) * L, L) end
+        local cur = clamp(D - (k - 1) * L, L)
+        D = D - k * L
+        if D < 0 then D = 0 end
+        return cur, prev, D
+      end
+      if k == 1 then return 0, x, 0 end
+      return 0, 0, 0
+    end
+    local k = index - h
+    if Lr < 0 then Lr = l1 end
+    if Lp < 0 then Lp = l2 end
+    if Lc < 0 then Lc = l3 end
+    r, R, Dr = roll(a1, Dr, Lr, k)
+    p, P, Dp = roll(a2, Dp, Lp, k)
+    c, C, Dc = roll(a3, Dc, Lc, k)
   end
 end
 """
 
 # Writes the state. The TTL is set when the state enters a window, its first write
-# there (the state matters until the end of the next window, at most two windows
-# later); later writes in the window overwrite the same 56 bytes in place (SETRANGE),
-# which keeps it.
+# there: the state matters until the end of the next window, and for as many windows
+# more as its debt takes to pay back. Later writes in the window overwrite the same
+# 104 bytes in place (SETRANGE), which keeps it, unless a count has passed its limit:
+# then the expiry is set again, for the debt that count becomes.
 _STORE = """
-local state = struct.pack('<ddddddd', index, r, p, c, R, P, C)
+local over = (Lr > 0 and r > Lr) or (Lp > 0 and p > Lp) or (Lc > 0 and c > Lc)
+local life = ttl
+if over or (moved and (Dr > 0 or Dp > 0 or Dc > 0)) then
+  local function windows(x, D, L)
+    if L <= 0 then return 0 end
+    if x > L then D = D + (x - L) end
+    return D / L
+  end
+  local extra = math.max(windows(r, Dr, Lr), windows(p, Dp, Lp), windows(c, Dc, Lc))
+  life = math.min(ttl + math.ceil(math.min(extra, 1e9)) * window * 1000, 1e15)
+end
+local state = struct.pack('<ddddddddddddd', index, r, p, c, R, P, C, Dr, Dp, Dc, Lr, Lp, Lc)
 if moved then
-  redis.call('SET', KEYS[1], state, 'PX', string.format('%d', ttl))
+  redis.call('SET', KEYS[1], state, 'PX', string.format('%d', life))
 else
   redis.call('SETRANGE', KEYS[1], 0, state)
+  if over then redis.call('PEXPIRE', KEYS[1], string.format('%d', life)) end
 end
 """
 
 # ARGV[1]: now, window, ttl ms, limits x3, charge x3, need x3.
 # Returns '1' (admitted) or '0' followed by the rolled state from before the charge
-# (index, cur x3, prev x3) packed as seven doubles: exact, and one bulk reply. The
-# comparison repeats ``_window.decide`` operation for operation, so that Python
-# reaches the same verdict from the returned counts.
+# (as ``STATE``): exact, and one bulk reply. The comparison repeats ``_window.decide``
+# operation for operation, so that Python reaches the same verdict from the returned
+# counts. A state that enters a window takes the limits of the admission.
 ACQUIRE = (
     "local now, window, ttl, l1, l2, l3, c1, c2, c3, n1, n2, n3 = struct.unpack('<dddddddddddd', ARGV[1])\n"
     + _ROLL
     + """
-local out = struct.pack('<ddddddd', index, r, p, c, R, P, C)
+if moved then Lr, Lp, Lc = l1, l2, l3 end
+local out = struct.pack('<ddddddddddddd', index, r, p, c, R, P, C, Dr, Dp, Dc, Lr, Lp, Lc)
 local w = 1 - frac
 if (n1 > 0 and R * w + r + n1 > l1) or (n2 > 0 and P * w + p + n2 > l2) or (n3 > 0 and C * w + c + n3 > l3) then
   return '0' .. out
@@ -101,12 +159,25 @@ return '1' .. out
 """
 )
 
-# ARGV[1]: now, window, ttl ms, delta x3. A count never goes below zero.
+# ARGV[1]: now, window, ttl ms, delta x3. A refund pays back debt first; a count never
+# goes below zero (``_window.apply_delta``).
 ADJUST = (
     "local now, window, ttl, d1, d2, d3 = struct.unpack('<dddddd', ARGV[1])\n"
+    + "local l1, l2, l3 = -1, -1, -1\n"
     + _ROLL
     + """
 if d1 == 0 and d2 == 0 and d3 == 0 then return 0 end
+if (d1 < 0 and Dr > 0) or (d2 < 0 and Dp > 0) or (d3 < 0 and Dc > 0) then
+  local function refund(d, D)
+    if d >= 0 or D <= 0 then return d, D end
+    local left = D + d
+    if left >= 0 then return 0, left end
+    return left, 0
+  end
+  d1, Dr = refund(d1, Dr)
+  d2, Dp = refund(d2, Dp)
+  d3, Dc = refund(d3, Dc)
+end
 if d1 ~= 0 then r = math.max(0, r + d1) end
 if d2 ~= 0 then p = math.max(0, p + d2) end
 if d3 ~= 0 then c = math.max(0, c + d3) end
@@ -137,8 +208,14 @@ def state_key(identity: str) -> str:
 
 
 def decode_state(raw: bytes | None) -> list[float] | None:
-    """A stored state as ``[index, cur x3, prev x3]``; None for none (or anything else)."""
-    return list(STATE.unpack(raw)) if raw is not None and len(raw) == STATE.size else None
+    """A stored state as ``_window.State``; None for none (or anything else)."""
+    if raw is None:
+        return None
+    if len(raw) == STATE.size:
+        return list(STATE.unpack(raw))
+    if len(raw) == _OLD_STATE.size:
+        return [*_OLD_STATE.unpack(raw), 0.0, 0.0, 0.0, _window.UNKNOWN, _window.UNKNOWN, _window.UNKNOWN]
+    return None
 
 
 _ACQUIRE = Script(ACQUIRE)
@@ -231,7 +308,7 @@ class RedisBackend:
             state = _window.new_state(index)
         else:
             state = stored
-            _window.roll(state, index)
+            _window.roll(state, index, limits)
         return _window.decide(state, limits, (0, 0, 0), (0, 0, 0), now, self.window)
 
     async def ping(self) -> None:
