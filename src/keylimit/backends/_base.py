@@ -27,7 +27,8 @@ class Decision(NamedTuple):
     reset_at: float
     """Unix time at which the current (clock-aligned) window ends."""
     retry_after: float
-    """Seconds until enough budget frees for the refused request; 0 when allowed."""
+    """Seconds until enough budget frees for the refused request (debt paid back
+    included); 0 when allowed."""
     exceeded: int | None
     """Index into ``DIMENSIONS`` of the limit that refused; None when allowed."""
     requested: Vector
@@ -45,7 +46,9 @@ class LimitBackend(Protocol):
     ``acquire`` admits when, for every dimension with ``need > 0``, the window's weighted
     use plus ``need`` fits the limit; then and only then it adds ``charge`` to every
     dimension (atomically: a refusal charges nothing). ``adjust`` adds a (possibly
-    negative) settlement to the current window. Both raise ``LimitStorageUnavailable``
+    negative) settlement to the current window; what takes a window past its limit is
+    carried forward as debt that later windows pay back (``_window``), and a refund pays
+    debt back first. Both raise ``LimitStorageUnavailable``
     when storage fails. ``settle`` is the fire-and-forget ``adjust`` that responses use:
     shared backends batch it so that a response costs no round trip of its own.
     """
