@@ -75,16 +75,19 @@ def _choice_text(choice: dict[str, Any], out: list[str]) -> None:
     for holder in (choice.get("delta"), choice.get("message")):
         if not isinstance(holder, dict):
             continue
-        for key in ("content", "reasoning_content", "refusal"):
-            value = holder.get(key)
-            if isinstance(value, str) and value:
-                out.append(value)
-        calls = holder.get("tool_calls")
-        if isinstance(calls, list):
-            for call in calls:
-                function = call.get("function") if isinstance(call, dict) else None
-                if isinstance(function, dict):
-                    out.extend(v for v in (function.get("name"), function.get("arguments")) if isinstance(v, str))
+        # A delta holds a member or two: going through them beats looking up every name.
+        for key, value in holder.items():
+            if key in _TEXT_KEYS:
+                if isinstance(value, str) and value:
+                    out.append(value)
+            elif key == "tool_calls" and isinstance(value, list):
+                for call in value:
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(function, dict):
+                        out.extend(v for v in (function.get("name"), function.get("arguments")) if isinstance(v, str))
+
+
+_TEXT_KEYS = frozenset({"content", "reasoning_content", "refusal"})
 
 
 class JSONTap(Tap):
@@ -169,6 +172,18 @@ class SSETap(Tap):
     def feed(self, chunk: bytes, more: bool) -> bytes:
         if not self._reading:
             return chunk
+        if (
+            self._strip
+            and chunk.endswith(_NULL_USAGE_END)
+            and not self._buffer
+            and chunk.startswith(b"data: {")
+            and chunk.find(b"\n", 7) == len(chunk) - 2
+        ):
+            # The common chunk: one whole event whose last member is ``"usage":null``, cut
+            # off without parsing more than the choices.
+            cut = self._null_usage_event(chunk)
+            if cut is not None:
+                return cut
         buffer = self._buffer + chunk
         if b"\r" in buffer:
             # Normalise line ends; a trailing "\r" waits for a possible "\n".
@@ -184,7 +199,33 @@ class SSETap(Tap):
             self._buffer = b""
         if not self._strip:
             return chunk
+        if len(out) == 1 and out[0] == chunk:
+            return chunk  # nothing changed: the caller sends the message it has
         return b"".join(out)
+
+    def _null_usage_event(self, chunk: bytes) -> bytes | None:
+        """``chunk`` (``data: {...,"choices":[...],"usage":null}``, one event) without its
+        usage, the choices read for their text; None to take the general way.
+
+        The ``"usage"`` before the closing brace is the object's own member: a quote inside
+        a string is escaped, and the brace is the object's last byte. When what lies between
+        the first ``"choices":`` and that member is one JSON value, that key is the object's
+        own too (a value that ends at the object's depth began at it): only it is parsed.
+        """
+        at = chunk.find(b'"choices":')
+        if at < 0:
+            return None
+        try:
+            choices = _json.loads(chunk[at + 10 : -len(_NULL_USAGE_END)])
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(choices, list) or not choices:
+            return None
+        pending = self._pending
+        for choice in choices:
+            if isinstance(choice, dict):
+                _choice_text(choice, pending)
+        return chunk[: -len(_NULL_USAGE_END)] + b"}\n\n"
 
     def _event(self, event: bytes) -> bytes:
         lines = event.split(b"\n")
@@ -204,20 +245,51 @@ class SSETap(Tap):
             # The common case, ``"usage": null`` on every chunk: cut it out of the text. The
             # one ``"usage"`` in the text is the member's name (a quote inside a string is
             # escaped), so the match is that member; every other byte stays as it was.
-            cut = _NULL_USAGE.sub(b"", data[0], count=1)
-            if len(cut) < len(data[0]):
+            cut = _without_null_usage(data[0])
+            if cut is not None:
                 kept = [line for line in lines if not line.startswith(b"data:")]
                 kept.append(b"data: " + cut)
                 return b"\n".join(kept) + b"\n\n"
-        exact = json.loads(b"\n".join(data))  # the event is written anew: every number as it was
-        del exact["usage"]
+        try:  # the event is written anew by the standard library: every number as it was
+            exact = json.loads(b"\n".join(data))
+            del exact["usage"]
+            text = json.dumps(exact, separators=(",", ":")).encode()
+        except (ValueError, RecursionError):  # nested deeper than it can go: passed on as it came
+            return event + b"\n\n"
         kept = [line for line in lines if not line.startswith(b"data:")]
-        kept.append(b"data: " + json.dumps(exact, separators=(",", ":")).encode())
+        kept.append(b"data: " + text)
         return b"\n".join(kept) + b"\n\n"
 
 
-_NULL_USAGE = re.compile(rb'\s*,\s*"usage"\s*:\s*null(?=\s*[,}])|"usage"\s*:\s*null\s*,\s*')
-"""A ``"usage": null`` member with the comma that joins it to a neighbour."""
+_NULL_USAGE_END = b',"usage":null}\n\n'
+_SPACE = b" \t\n\r"
+
+
+def _without_null_usage(text: bytes) -> bytes | None:
+    """``text`` (a JSON object whose one ``"usage"`` is a member's name) without that
+    member, if it is ``null``, and the comma that joins it to a neighbour; else None."""
+    at = text.find(b'"usage"')
+    end = _skip(text, at + 7)
+    if text[end : end + 1] != b":":
+        return None
+    end = _skip(text, end + 1)
+    if text[end : end + 4] != b"null":
+        return None
+    end += 4
+    follows = _skip(text, end)
+    before = len(text[:at].rstrip(_SPACE))
+    if text[before - 1 : before] == b"," and text[follows : follows + 1] in (b",", b"}"):
+        return text[: len(text[: before - 1].rstrip(_SPACE))] + text[end:]
+    if text[follows : follows + 1] == b",":
+        return text[:at] + text[_skip(text, follows + 1) :]
+    return None
+
+
+def _skip(text: bytes, at: int) -> int:
+    """The index of the first byte from ``at`` that is not JSON whitespace."""
+    while text[at : at + 1] in (b" ", b"\t", b"\n", b"\r"):
+        at += 1
+    return at
 
 
 def tap_kind(content_type: bytes) -> type[Tap] | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keylimit._taps import SSETap
 from keylimit._tokens import EstimatingTokenCounter
@@ -99,3 +101,56 @@ def test_a_nested_usage_key_leaves_the_rewrite_to_the_standard_library() -> None
     out = tap.feed(b"data: " + text + b"\n\n", more=True)
     [data] = [line[6:] for line in out.split(b"\n") if line.startswith(b"data: ")]
     assert json.loads(data) == {"id": "c", "choices": [{"delta": {"content": "x"}, "usage": None}]}
+
+
+@pytest.mark.parametrize("depth", [990, 1_000, 1_020])
+def test_an_event_too_deep_to_write_anew_is_passed_on_as_it_came(depth: int) -> None:
+    nested = "[" * depth + "]" * depth
+    text = f'{{"choices":[{{"delta":{{"content":"x"}}}}],"x":{nested},"usage":{{"completion_tokens":3}}}}'
+    event = b"data: " + text.encode() + b"\n\n"
+    tap = SSETap(strip=True)
+    out = tap.feed(event, more=True)
+    assert tap.usage == {"completion_tokens": 3}
+    assert out == event or b'"usage"' not in out
+
+
+OPENAI_HEAD = '{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp"'
+contents = st.text(max_size=12) | st.sampled_from(['say "usage":null}', "\\", "\n", "\u2028", "é"])
+
+
+@st.composite
+def openai_chunks(draw: st.DrawFn) -> bytes:
+    """One event as OpenAI writes it when asked for usage, ``"usage":null`` last."""
+    choices = draw(
+        st.lists(
+            st.builds(
+                lambda i, c, reason: {"index": i, "delta": {"content": c}, "logprobs": None, "finish_reason": reason},
+                st.integers(0, 3),
+                contents,
+                st.sampled_from([None, "stop"]),
+            ),
+            max_size=3,
+        )
+    )
+    separators = draw(st.sampled_from([(",", ":"), (", ", ": ")]))
+    text = json.dumps(choices, separators=separators, ensure_ascii=draw(st.booleans()))
+    return f'data: {OPENAI_HEAD},"choices":{text},"usage":null}}\n\n'.encode()
+
+
+@given(st.lists(openai_chunks(), min_size=1, max_size=6), st.data())
+def test_a_whole_event_is_stripped_as_the_same_event_cut_in_pieces(chunks: list[bytes], data: st.DataObject) -> None:
+    whole, pieces = SSETap(strip=True), SSETap(strip=True)
+    out_whole = [whole.feed(chunk, more=True) for chunk in chunks]
+    out_pieces = []
+    for chunk in chunks:
+        at = data.draw(st.integers(1, len(chunk) - 1))
+        out_pieces += [pieces.feed(chunk[:at], more=True), pieces.feed(chunk[at:], more=True)]
+        pieces.commit()
+    whole.commit()
+    assert [json.loads(o[6:]) for o in out_whole if o] == [json.loads(o[6:]) for o in out_pieces if o]
+    assert whole.sent_text() == pieces.sent_text()
+    assert all(b'"usage"' not in o or b'usage\\"' in o for o in out_whole)
+    for chunk, out in zip(chunks, out_whole, strict=True):
+        expected = {k: v for k, v in json.loads(chunk[6:]).items() if k != "usage"}
+        if expected["choices"]:
+            assert json.loads(out[6:]) == expected
