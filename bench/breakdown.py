@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,7 @@ async def _run_one(name: str, n: int, chunks: int) -> None:
         await c.close(s)
 
 
-def callgrind(names: list[str], n: int, streams: int, chunks: int) -> dict[str, float]:
+def callgrind(names: list[str], n: int, streams: int, chunks: int, jobs: int) -> dict[str, float]:
     if not shutil.which("valgrind"):
         raise SystemExit("--callgrind needs valgrind (apt-get install valgrind)")
 
@@ -214,7 +215,10 @@ def callgrind(names: list[str], n: int, streams: int, chunks: int) -> dict[str, 
         return int(found.group(1))
 
     counts = {name: streams if name in STREAMS else n for name in names}
-    return {name: (instructions(name, counts[name]) - instructions(name, 0)) / counts[name] for name in names}
+    runs = [(name, count) for name in names for count in (counts[name], 0)]
+    with ThreadPoolExecutor(jobs) as pool:  # counts do not depend on what else runs
+        found = dict(zip(runs, pool.map(lambda run: instructions(*run), runs), strict=True))
+    return {name: (found[name, counts[name]] - found[name, 0]) / counts[name] for name in names}
 
 
 def report(figures: dict[str, float], unit: str, digits: int, chunks: int) -> str:
@@ -271,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunks", type=int, default=200, help="SSE chunks per stream (200)")
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (7)")
     p.add_argument("--callgrind", action="store_true", help="count instructions under valgrind instead of timing")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="valgrind runs at once (one per CPU)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     names = [*VARIANTS, *STREAMS]
@@ -279,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.callgrind:
         n, streams = 2000 if a.n == 3000 else a.n, 40 if a.streams == 60 else a.streams
-        figures = callgrind(names, n, streams, a.chunks)
+        figures = callgrind(names, n, streams, a.chunks, a.jobs)
         print(report(figures, "instr", 0, a.chunks))
     else:
         figures = asyncio.run(measure(names, a.n, a.streams, a.rounds, a.chunks))
