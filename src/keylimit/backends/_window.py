@@ -226,15 +226,12 @@ def apply_delta(state: State, delta: Vector) -> None:
     A refund (a negative settlement) pays back debt before it lowers the count: a window
     in debt stays full, and debt never goes below zero.
     """
-    d0: float
-    d1: float
-    d2: float
-    d0, d1, d2 = delta
-    if (d0 < 0 and state[7] > 0) or (d1 < 0 and state[8] > 0) or (d2 < 0 and state[9] > 0):
-        d0, d1, d2 = _refund(state, 0, d0), _refund(state, 1, d1), _refund(state, 2, d2)
-    c0 = state[1] + d0
-    c1 = state[2] + d1
-    c2 = state[3] + d2
+    change: tuple[float, float, float] = delta
+    if state[7] or state[8] or state[9]:
+        change = (_refund(state, 0, delta[0]), _refund(state, 1, delta[1]), _refund(state, 2, delta[2]))
+    c0 = state[1] + change[0]
+    c1 = state[2] + change[1]
+    c2 = state[3] + change[2]
     state[1] = c0 if c0 > 0.0 else 0.0
     state[2] = c1 if c1 > 0.0 else 0.0
     state[3] = c2 if c2 > 0.0 else 0.0
