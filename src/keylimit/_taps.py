@@ -173,14 +173,13 @@ class SSETap(Tap):
         if not self._reading:
             return chunk
         if (
-            self._strip
-            and chunk.endswith(_NULL_USAGE_END)
+            chunk.endswith(_NULL_USAGE_END)
             and not self._buffer
             and chunk.startswith(b"data: {")
             and chunk.find(b"\n", 7) == len(chunk) - 2
         ):
-            # The common chunk: one whole event whose last member is ``"usage":null``, cut
-            # off without parsing more than the choices.
+            # The common chunk: one whole event whose last member is ``"usage":null``, read
+            # (and that member cut off) without parsing more than the choices.
             cut = self._null_usage_event(chunk)
             if cut is not None:
                 return cut
@@ -204,8 +203,9 @@ class SSETap(Tap):
         return b"".join(out)
 
     def _null_usage_event(self, chunk: bytes) -> bytes | None:
-        """``chunk`` (``data: {...,"choices":[...],"usage":null}``, one event) without its
-        usage, the choices read for their text; None to take the general way.
+        """``chunk`` (``data: {...,"choices":[...],"usage":null}``, one event) with its
+        choices read for their text, and without its usage when stripping; None to take
+        the general way.
 
         The ``"usage"`` before the closing brace is the object's own member: a quote inside
         a string is escaped, and the brace is the object's last byte. When what lies between
@@ -215,6 +215,18 @@ class SSETap(Tap):
         at = chunk.find(b'"choices":')
         if at < 0:
             return None
+        if chunk.startswith(_DELTA_HEAD, at) and chunk.endswith(_DELTA_TAIL):
+            # One choice of a content delta, as OpenAI and vLLM write it: a text without
+            # quote or escape is its own JSON string.
+            start, end = at + len(_DELTA_HEAD), len(chunk) - len(_DELTA_TAIL)
+            if chunk.find(b'"', start, end) < 0 and chunk.find(b"\\", start, end) < 0:
+                try:
+                    text = chunk[start:end].decode()
+                except UnicodeDecodeError:
+                    return None
+                if text:
+                    self._pending.append(text)
+                return chunk[: -len(_NULL_USAGE_END)] + b"}\n\n" if self._strip else chunk
         try:
             choices = _json.loads(chunk[at + 10 : -len(_NULL_USAGE_END)])
         except (ValueError, RecursionError):
@@ -225,7 +237,7 @@ class SSETap(Tap):
         for choice in choices:
             if isinstance(choice, dict):
                 _choice_text(choice, pending)
-        return chunk[: -len(_NULL_USAGE_END)] + b"}\n\n"
+        return chunk[: -len(_NULL_USAGE_END)] + b"}\n\n" if self._strip else chunk
 
     def _event(self, event: bytes) -> bytes:
         lines = event.split(b"\n")
@@ -262,6 +274,8 @@ class SSETap(Tap):
 
 
 _NULL_USAGE_END = b',"usage":null}\n\n'
+_DELTA_HEAD = b'"choices":[{"index":0,"delta":{"content":"'
+_DELTA_TAIL = b'"},"logprobs":null,"finish_reason":null}]' + _NULL_USAGE_END
 _SPACE = b" \t\n\r"
 
 
