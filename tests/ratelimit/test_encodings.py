@@ -428,3 +428,41 @@ def test_any_cut_of_a_compressed_body_is_charged_its_usage(case: Case, strip: bo
         assert len(events) == 8
     else:
         assert b"".join(out) == encoded
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases(), st.booleans())
+def test_any_cut_of_a_compressed_answer_is_charged_its_usage_through_the_middleware(case: Case, asks: bool) -> None:
+    usage = {
+        "prompt_tokens": case.usage["prompt_tokens"] % 100_000,
+        "completion_tokens": case.usage["completion_tokens"] % 50_000,
+    }
+    bounded = Case(case.coding, case.stream, usage, case.cuts)
+    headers, encode = CODINGS[case.coding]
+    encoded = encode(identity_body(bounded))
+    cuts = [c for c in case.cuts if c < len(encoded)]
+    pieces = [encoded[a:b] for a, b in zip([0, *cuts], [*cuts, len(encoded)], strict=True)]
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        content_type = b"text/event-stream" if case.stream else b"application/json"
+        start = [(b"content-type", content_type), (b"content-encoding", b", ".join(headers))]
+        await send({"type": "http.response.start", "status": 200, "headers": start})
+        for piece in pieces:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def run() -> tuple[Response, tuple[int, int]]:
+        mw = limited(app)
+        r = await post(mw, chat(stream=case.stream, include_usage=asks), "gzip, deflate")
+        return r, await charged(mw)
+
+    r, spent = asyncio.run(run())
+    assert r.status == 200
+    assert spent == (usage["prompt_tokens"], usage["completion_tokens"])
+    if case.stream and not asks:
+        events = parse_events(r.body)
+        assert content_encoding(r) is None
+        assert all("usage" not in e for e in events[:-1])
+    else:
+        assert r.body == encoded
