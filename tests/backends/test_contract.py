@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 
 import pytest
@@ -310,3 +311,21 @@ async def test_debt_carries_the_same_numbers_as_the_memory_backend(indebted: Lim
             key, limits, charge, need, now
         )
         assert await indebted.peek(key, limits, now) == await memory.peek(key, limits, now)
+
+
+async def test_debt_with_a_limit_of_zero_and_with_huge_numbers(indebted: LimitBackend) -> None:
+    zero = (60, 0, 10_000)  # a plan with no prompt budget: only requests that need none pass
+    assert (await indebted.acquire("acct", zero, ONE, (1, 0, 1), T0)).allowed
+    await indebted.adjust("acct", (0, 500, 0), T0 + 1)
+    later = await indebted.acquire("acct", zero, ONE, (1, 0, 1), T0 + 2 * WINDOW)
+    assert (later.allowed, later.used) == (True, (0.0, 0.0, 0.0))  # nothing owed at a rate of zero
+    refused = await indebted.acquire("acct", zero, ONE, (1, 1, 1), T0 + 2 * WINDOW + 15)
+    assert (refused.allowed, refused.exceeded, refused.retry_after) == (False, PROMPT, 105.0)
+
+    huge = (2**63, 2**60, 10_000)
+    assert (await indebted.acquire("big", huge, ONE, (1, 1, 1), T0)).allowed
+    await indebted.adjust("big", (0, 2**53, 2**53), T0 + 1)
+    owing = await indebted.acquire("big", huge, ONE, (1, 1, 1), T0 + 5 * WINDOW)
+    assert (owing.allowed, owing.exceeded, owing.remaining[COMPLETION]) == (False, COMPLETION, 0)
+    assert math.isfinite(owing.retry_after)
+    assert owing.retry_after > 10**11 * WINDOW  # 2**53 tokens at 10,000 a window
