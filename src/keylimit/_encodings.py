@@ -1,7 +1,7 @@
 """Which content codings keylimit asks an app for: only those whose responses it can read
 ``usage`` through (``_decoders``), and none when it will rewrite the stream to strip usage.
 
-A response that comes in another coding anyway is charged conservatively (``_taps``).
+A response that comes in another coding anyway is charged conservatively (``_reading``).
 """
 
 from __future__ import annotations

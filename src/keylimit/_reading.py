@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 
 from ._decoders import DecodeError, Decoder, stages
-from ._taps import JSONTap, SSETap, Tap, tap_kind
+from ._sse import SSETap
+from ._taps import JSONTap, Tap
+from ._usage import is_json
 
 logger = logging.getLogger("keylimit.limits")
 
@@ -49,7 +51,7 @@ class DecodingTap(Tap):
             try:
                 for piece in self._decoder.decode(chunk):
                     out.append(inner.feed(piece, True))
-                    if not rewrites and isinstance(inner, SSETap) and not inner._reading:
+                    if not rewrites and isinstance(inner, SSETap) and not inner.reading:
                         self._stop(None)  # the tap reads no further: neither does the decoder
                         break
             except DecodeError as exc:
@@ -139,3 +141,12 @@ def tap_for(content_type: bytes, content_encoding: bytes | None, strip: bool, re
 
 _UNSEEN = object()
 _KINDS: dict[bytes, object] = {}
+
+
+def tap_kind(content_type: bytes) -> type[Tap] | None:
+    """The tap class for a response of ``content_type``, or None to read nothing."""
+    if content_type.partition(b";")[0].strip().lower() == b"text/event-stream":
+        return SSETap
+    if is_json(content_type):
+        return JSONTap
+    return None

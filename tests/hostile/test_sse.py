@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from keylimit import _json
 from keylimit._runtime import key_manager
-from keylimit._taps import MAX_EVENT_BYTES
+from keylimit._sse import MAX_EVENT_BYTES
 from keylimit._types import Receive, Scope, Send
 
 from ._harness import Harness, pieces, read_body

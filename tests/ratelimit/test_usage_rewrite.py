@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keylimit._taps import SSETap
+from keylimit._sse import SSETap
 from keylimit._tokens import EstimatingTokenCounter
 from keylimit._usage import inspect_request
 
