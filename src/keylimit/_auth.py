@@ -11,7 +11,6 @@ from starlette.authentication import AuthCredentials
 from ._authenticator import Authenticator
 from ._diagnostics import get_logger, report_bug
 from ._errors import (
-    AuthThrottled,
     ConfigurationError,
     HTTPError,
     InsufficientScope,
@@ -37,7 +36,6 @@ _REASONS: dict[type[HTTPError], str] = {
     MissingKey: "missing_key",
     InvalidKey: "invalid_key",
     InsufficientScope: "scope",
-    AuthThrottled: "throttled",
     ServiceUnavailable: "storage",
 }
 

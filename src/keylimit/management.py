@@ -284,7 +284,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
     try:
         body = parse_json(b"".join(chunks))
     except ValueError:
-        raise BadRequest("The request body must be a JSON object.") from None
+        raise BadRequest("The request body is not valid JSON; send a JSON object.") from None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     return body

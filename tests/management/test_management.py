@@ -304,7 +304,7 @@ async def test_pluggable_session_verifier(manager: KeyManager, make_auth: MakeAu
         (b'{"name": "k", "expires_at": true}', "expires_at"),
         (b'{"name": "k", "expires_at": 1000}', "expires_at"),
         (b'{"name": "k", "expires_at": "2020-01-01T00:00:00Z"}', "expires_at"),
-        (b'{"name": "k", "expires_at": 1e400}', "expires_at"),
+        (b'{"name": "k", "expires_at": 1e400}', None),  # past any double: not JSON to keylimit's parser
         (b'{"name": "k", "expires_at": [1]}', "expires_at"),
     ],
 )

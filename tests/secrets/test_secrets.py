@@ -195,7 +195,7 @@ async def test_408_and_503_hold_no_key_material(no_key_material_in_logs: SecretW
 
         # A limit storage that answers, for the 408.
         protect.limits = open_limit_backend("memory://", 60.0)
-        protect.app.app.backend = protect.limits  # type: ignore[attr-defined]
+        protect.app.backend = protect.limits  # type: ignore[attr-defined]
         scope = {
             "type": "http",
             "method": "POST",
