@@ -64,10 +64,12 @@ class CountingHasher(Hasher):
         self.verifies = 0
         self.active = 0
         self.peak = 0
+        self.threads: set[int] = set()
         self._lock = threading.Lock()
 
     def verify(self, hashed: str, token: str) -> bool:
         with self._lock:
+            self.threads.add(threading.get_ident())
             self.verifies += 1
             self.active += 1
             self.peak = max(self.peak, self.active)
