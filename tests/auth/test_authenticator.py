@@ -4,8 +4,8 @@ authentications, last_used_at and a store that is down."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import logging
+import threading
 from pathlib import Path
 
 import pytest
