@@ -47,8 +47,8 @@ def _lag_summary(lags: list[float]) -> dict[str, float]:
 
 async def loop_lag(count: int) -> dict[str, Any]:
     from keylimit import Config, KeyManager
-    from keylimit._authenticator import Authenticator
-    from keylimit._runtime import hasher, key_format, key_manager, key_store, plans
+    from keylimit.auth._authenticator import Authenticator
+    from keylimit.config._build import hasher, key_format, key_manager, key_store, plans
 
     config: Config = c.keylimit_config(c.tempdir() / "keys.db", "memory://")
     manager: KeyManager = key_manager(config)
@@ -108,7 +108,7 @@ async def loop_lag(count: int) -> dict[str, Any]:
 
 async def run(count: int, repeat: int) -> dict[str, Any]:
     from keylimit import Config
-    from keylimit._hashing import PRODUCTION
+    from keylimit.auth._hashing import PRODUCTION
 
     configured = Config.from_env().argon2
     out: dict[str, Any] = {

@@ -222,8 +222,8 @@ def lean_app(
 
     import orjson
 
-    from keylimit._headers import openai_duration
-    from keylimit._tokens import EstimatingTokenCounter
+    from keylimit.ratelimit._headers import openai_duration
+    from keylimit.ratelimit._tokens import EstimatingTokenCounter
 
     inner = chat_app()
     count_prompt = EstimatingTokenCounter().count_prompt
@@ -374,7 +374,7 @@ def keylimit_config(keys_db: Path, limits_url: str, **options: Any) -> Any:
 async def create_key(config: Any, account: str = ACCOUNT, *, unlimited: bool = True) -> str:
     """A key of ``account`` in the config's store (its plan raised unless told otherwise)."""
     from keylimit import KeyManager
-    from keylimit._runtime import key_manager
+    from keylimit.config._build import key_manager
 
     manager: KeyManager = key_manager(config)
     try:
@@ -402,7 +402,7 @@ def auth_class() -> Any:
 
     auth = getattr(keylimit, "KeyAuthMiddleware", None)
     if auth is None:
-        from keylimit._auth import KeyAuthMiddleware as auth
+        from keylimit.auth._middleware import KeyAuthMiddleware as auth
     return auth
 
 

@@ -38,9 +38,9 @@ async def rtt_call(url: str) -> tuple[c.Call, c.Call]:
 
 
 async def raw_rtt_call(url: str) -> tuple[c.Call, c.Call]:
-    """The same round trip through keylimit's own client (``keylimit._resp``), which the Redis
+    """The same round trip through keylimit's own client (``keylimit.redis._client``), which the Redis
     backend uses: what is left of the round trip without redis-py's own overhead."""
-    from keylimit._resp import RespClient, Target, pack
+    from keylimit.redis._client import RespClient, Target, pack
 
     target = Target.from_url(url)
     if target is None:

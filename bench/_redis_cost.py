@@ -15,11 +15,11 @@ from . import _common as c
 @contextlib.contextmanager
 def counting_round_trips() -> Iterator[list[int]]:
     """Counts the sends of every redis-py connection (sync ones too: slowapi's storage is sync)
-    and the writes of keylimit's own client (``keylimit._resp``)."""
+    and the writes of keylimit's own client (``keylimit.redis._client``)."""
     import redis.asyncio.connection as aconn
     import redis.connection as sconn
 
-    from keylimit._resp import RespProtocol
+    from keylimit.redis._client import RespProtocol
 
     count = [0]
     async_send: Any = aconn.AbstractConnection.send_packed_command

@@ -26,7 +26,7 @@ completion tokens (settled as the rate limiter does, by an adjust)."""
 
 def fill_keys(keys_db: Path, count: int) -> float:
     """Insert ``count`` filler keys into the file in one transaction; the seconds it took."""
-    from keylimit._keys import base62
+    from keylimit.auth._keys import base62
     from keylimit.stores._codec import KEY_FIELDS
 
     t0 = time.perf_counter()

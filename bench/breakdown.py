@@ -65,12 +65,12 @@ STREAMS = {
 @contextmanager
 def without(part: str, subject: c.Subject) -> Iterator[None]:
     """``subject`` with ``part`` replaced by a constant of what it produced for the first request."""
-    import keylimit._ratelimit as rl
-    from keylimit._authenticator import Authenticator
-    from keylimit._headers import rate_limit_headers
-    from keylimit._tokens import EstimatingTokenCounter
-    from keylimit._usage import inspect_request
+    import keylimit.ratelimit._middleware as rl
+    from keylimit.auth._authenticator import Authenticator
     from keylimit.backends.memory import MemoryBackend
+    from keylimit.http._request import inspect_request
+    from keylimit.ratelimit._headers import rate_limit_headers
+    from keylimit.ratelimit._tokens import EstimatingTokenCounter
 
     saved: list[tuple[Any, str, Any]] = []
 
@@ -117,8 +117,8 @@ async def subjects(chunks: int) -> tuple[dict[str, c.Subject], list[c.Subject]]:
     authenticator = protect.app.authenticator  # type: ignore[attr-defined]
     header = dict(protect.headers)[b"authorization"]
     protect.info["principal"] = await authenticator.authenticate(header, "127.0.0.1")
-    from keylimit._plans import Plans
-    from keylimit._ratelimit import account_identity
+    from keylimit.ratelimit._middleware import account_identity
+    from keylimit.ratelimit._plans import Plans
 
     principal = protect.info["principal"]
     limits = Plans().resolve(principal.plan, principal.limits).as_tuple()

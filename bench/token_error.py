@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT / "src"))  # measure this checkout's estimator
 
-from keylimit._tokens import EstimatingTokenCounter  # noqa: E402
+from keylimit.ratelimit._tokens import EstimatingTokenCounter  # noqa: E402
 
 MIN_CHARS = 100
 """Shorter texts are left out: their relative error is mostly rounding."""

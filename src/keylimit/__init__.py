@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from ._auth import KeyAuthMiddleware
-from ._authenticator import Authenticator
 from ._clock import Clock, ManualClock
-from ._config import Config
 from ._errors import (
     AuthThrottled,
     BadRequest,
@@ -23,16 +20,19 @@ from ._errors import (
     RequestTooLarge,
     StorageUnavailable,
 )
-from ._hashing import Argon2Params, Hasher
-from ._keys import KeyFormat, ParsedKey
-from ._manager import KeyManager
 from ._models import Account, KeyRecord, KeyStatus, KeyType, Limits, Principal, Scope
-from ._plans import DEFAULT_PLANS, Plans
 from ._protect import Protect, protect
-from ._ratelimit import RateLimitMiddleware
-from ._tokens import EstimatingTokenCounter, TokenCounter
+from .auth._authenticator import Authenticator
+from .auth._hashing import Argon2Params, Hasher
+from .auth._keys import KeyFormat, ParsedKey
+from .auth._middleware import KeyAuthMiddleware
 from .backends import Decision, LimitBackend, open_limit_backend
-from .management import SessionVerifier, management_app
+from .config._config import Config
+from .management._app import SessionVerifier, management_app
+from .management._manager import KeyManager
+from .ratelimit._middleware import RateLimitMiddleware
+from .ratelimit._plans import DEFAULT_PLANS, Plans
+from .ratelimit._tokens import EstimatingTokenCounter, TokenCounter
 from .stores import KeyStore, StoreEvent, open_key_store
 
 __version__ = "0.1.0"

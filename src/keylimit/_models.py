@@ -63,7 +63,7 @@ class KeyRecord:
     """What the key store holds for one key. Never the plaintext; the hash and the check
     value stay out of repr (and out of ``public``).
 
-    ``check`` is the key's check value (``_hashing.key_check``), None for a key created
+    ``check`` is the key's check value (``auth._hashing.key_check``), None for a key created
     before check values existed, until its first successful verification adds it.
     """
 

@@ -1,9 +1,11 @@
 """``Protect``: both layers, stacked in the right order from one ``Config``.
 
-    client ──► KeyAuthMiddleware ──► RateLimitMiddleware ──┬──► your app
-                  (Protect)                                 ├──► {management_path}/… (authorises its own)
-                                                            └──► {metrics_path}
-    The management API and the metrics are exempt in both layers (``_exemptions``).
+    client ──► KeyAuthMiddleware ──► RateLimitMiddleware ──► your app
+                  (Protect)
+                     └── exempt ──┬──► {management_path}/… (authorises its own)
+                                  ├──► {metrics_path}
+                                  └──► RateLimitMiddleware (passes it) ──► your app
+    What is exempt is decided by one ``Exemptions`` (``http._exemptions``), for both layers.
 
 With no config, ``Config.from_env()``: so ``app.add_middleware(keylimit.Protect)`` and
 ``vllm serve MODEL --middleware keylimit.Protect`` work with no code.
@@ -14,20 +16,20 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable
 
-from . import _runtime
-from ._auth import KeyAuthMiddleware
-from ._config import Config
 from ._errors import ConfigurationError, LimitStorageUnavailable
-from ._exemptions import Exemptions
-from ._ratelimit import RateLimitMiddleware
-from ._redis import redact_url
-from ._tokens import TokenCounter
 from ._types import ASGIApp, Message, Receive, Scope, Send
+from .auth._middleware import KeyAuthMiddleware
 from .backends import LimitBackend
 from .backends.guarded import GuardedBackend
 from .backends.memory import MemoryBackend
-from .management import management_app
+from .config import _build
+from .config._config import Config
+from .http._exemptions import Exemptions
+from .management._app import management_app
 from .metrics import Metrics
+from .ratelimit._middleware import RateLimitMiddleware
+from .ratelimit._tokens import TokenCounter
+from .redis._url import redact_url
 from .stores import KeyStore
 
 
@@ -49,17 +51,18 @@ def load_token_counter(path: str | None) -> TokenCounter | None:
 class Protect(KeyAuthMiddleware):
     """Authentication and rate limits for ``app``, configured by ``config`` or the environment.
 
-    ``KeyAuthMiddleware`` in front of ``RateLimitMiddleware`` in front of ``app``, with the
-    management API and the metrics served inside both where configured: both layers find
-    them exempt by the same ``Exemptions``, and neither counts nor labels them.
+    ``KeyAuthMiddleware`` in front of ``RateLimitMiddleware`` in front of ``app``. The
+    management API and the metrics, where configured, are exempt by the same
+    ``Exemptions`` as open paths and preflights, and answered by ``Protect`` itself:
+    neither authenticated here nor counted nor labelled.
     """
 
     def __init__(self, app: ASGIApp, config: Config | None = None) -> None:
         self.config = config = config if config is not None else Config.from_env()
-        plans = _runtime.plans(config)
-        self.store: KeyStore = _runtime.key_store(config)
-        self.limits: LimitBackend = guarded(_runtime.limit_backend(config), config)
-        authenticator = _runtime.authenticator(config, self.store)
+        plans = _build.plans(config)
+        self.store: KeyStore = _build.key_store(config)
+        self.limits: LimitBackend = guarded(_build.limit_backend(config), config)
+        authenticator = _build.authenticator(config, self.store)
         self.metrics: Metrics | None = None
         if config.metrics_path is not None:
             self.metrics = metrics = Metrics(accounts=config.metrics_accounts)
@@ -71,18 +74,15 @@ class Protect(KeyAuthMiddleware):
         self.management: ASGIApp | None = None
         if config.management:
             self.management = management_app(
-                manager=_runtime.key_manager(config, self.store),
+                manager=_build.key_manager(config, self.store),
                 authenticate=authenticator.authenticate,
                 admin_token=config.admin_token,
                 path=config.management_path,
             )
         open_paths = config.open_paths if config.metrics_path is None else (*config.open_paths, config.metrics_path)
         exemptions = Exemptions(open_paths, config.management_path if config.management else None)
-        served = (
-            _Served(app, self, exemptions, self.management, self.metrics) if self.management or self.metrics else app
-        )
         limiter = RateLimitMiddleware(
-            served,
+            app,
             limits=self.limits,
             plans=plans,
             window=config.window_seconds,
@@ -96,6 +96,10 @@ class Protect(KeyAuthMiddleware):
             metrics=self.metrics,
         )
         super().__init__(limiter, authenticator=authenticator, exemptions=exemptions, metrics=self.metrics)
+        if self.management or self.metrics:
+            # Exempt requests: the management API and the metrics are answered here, the
+            # others (open paths, preflights) go on through the limiter, which passes them.
+            self.passed = _Served(limiter, self, exemptions, self.management, self.metrics)
         self._started = False
 
     def __repr__(self) -> str:
@@ -166,8 +170,9 @@ class Protect(KeyAuthMiddleware):
 
 
 class _Served:
-    """``Protect``'s innermost app: the management API and the metrics where they are served,
-    else the app. It only chooses; the coroutine it returns is the one that runs."""
+    """Where ``Protect`` sends exempt requests: the management API and the metrics where they
+    are served, else on through the limiter (which passes them). It only chooses; the
+    coroutine it returns is the one that runs."""
 
     __slots__ = ("app", "exemptions", "management", "metrics", "metrics_path", "protect")
 

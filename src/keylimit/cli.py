@@ -25,12 +25,12 @@ from collections.abc import Callable, Coroutine, Sequence
 from types import ModuleType
 from typing import Any, NoReturn
 
-from ._config import Config
 from ._errors import BadRequest, ConfigurationError, HTTPError, KeylimitError, NotFound, StorageUnavailable
-from ._management_io import account_json, created_json, list_json, parse_expires_at, revoked_json
-from ._manager import KeyManager
 from ._models import KeyType, Limits, Scope
-from ._runtime import key_manager
+from .config._build import key_manager
+from .config._config import Config
+from .management._manager import KeyManager
+from .management._shapes import account_json, created_json, list_json, parse_expires_at, revoked_json
 
 PROG = "keylimit"
 USAGE_ERROR = 2
@@ -112,7 +112,7 @@ def _demo(args: argparse.Namespace, config: Config) -> int:
 
 def _proxy(args: argparse.Namespace, config: Config) -> int:
     from ._protect import Protect
-    from .proxy import proxy_app
+    from .proxy._app import proxy_app
 
     uvicorn = _uvicorn()
     if importlib.util.find_spec("httpx") is None:

@@ -6,7 +6,7 @@ import secrets
 
 import httpx
 
-from keylimit._keys import ALPHABET, CRC_LEN, SECRET_LEN, checksum
+from keylimit.auth._keys import ALPHABET, CRC_LEN, SECRET_LEN, checksum
 
 ADMIN = "abuse-admin-session-token"
 

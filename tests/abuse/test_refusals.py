@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from keylimit import Config
-from keylimit._hashing import CHEAPEST
+from keylimit.auth._hashing import CHEAPEST
 
 from ._apps import protected
 from ._keys import ADMIN, make_key

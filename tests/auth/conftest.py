@@ -19,9 +19,9 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from keylimit import KeyManager, KeyStoreUnavailable, ManualClock
-from keylimit._auth import KeyAuthMiddleware
-from keylimit._authenticator import Authenticator
-from keylimit._hashing import CHEAPEST, Argon2Params, Hasher
+from keylimit.auth._authenticator import Authenticator
+from keylimit.auth._hashing import CHEAPEST, Argon2Params, Hasher
+from keylimit.auth._middleware import KeyAuthMiddleware
 from keylimit.stores.memory import MemoryKeyStore
 
 NOT_COUNTED = frozenset({"start", "aclose", "subscribe"})

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from keylimit import KeyFormat, KeyManager, open_key_store
-from keylimit._authenticator import Authenticator
-from keylimit._hashing import CHEAPEST, Argon2Params, Hasher
+from keylimit.auth._authenticator import Authenticator
+from keylimit.auth._hashing import CHEAPEST, Argon2Params, Hasher
 from keylimit.stores.memory import MemoryKeyStore
 
 from .conftest import CountingHasher, Harness

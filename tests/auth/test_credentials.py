@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from keylimit import InvalidKey, KeyFormat, MissingKey
-from keylimit._keys import checksum
+from keylimit.auth._keys import checksum
 
 from .conftest import Harness
 

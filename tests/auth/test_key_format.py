@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from keylimit import KeyFormat, KeyType
-from keylimit._keys import ALPHABET
+from keylimit.auth._keys import ALPHABET
 
 
 def test_100_000_generated_keys_are_unique_and_parse() -> None:

@@ -10,9 +10,9 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 
 from keylimit import ConfigurationError, KeyManager, Scope
-from keylimit._auth import KeyAuthMiddleware
-from keylimit._hashing import CHEAPEST, Hasher
 from keylimit._types import PRINCIPAL_SCOPE_KEY, Message
+from keylimit.auth._hashing import CHEAPEST, Hasher
+from keylimit.auth._middleware import KeyAuthMiddleware
 from keylimit.stores.memory import MemoryKeyStore
 
 from .conftest import Harness, SpyStore, inner_app

@@ -8,9 +8,9 @@ import asyncio
 import pytest
 
 from keylimit import KeyManager, StoreEvent, open_key_store
-from keylimit._auth import KeyAuthMiddleware
-from keylimit._authenticator import Authenticator
-from keylimit._hashing import CHEAPEST, Hasher
+from keylimit.auth._authenticator import Authenticator
+from keylimit.auth._hashing import CHEAPEST, Hasher
+from keylimit.auth._middleware import KeyAuthMiddleware
 from keylimit.stores.redis import RedisKeyStore
 
 from .conftest import Harness, inner_app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from keylimit import InvalidKey, KeyManager, Limits, ManualClock
-from keylimit._authenticator import Authenticator
+from keylimit.auth._authenticator import Authenticator
 from keylimit.stores.memory import MemoryKeyStore
 from tests.auth.conftest import CountingHasher, SpyStore
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from keylimit._verify_slots import VerifySlots
+from keylimit.auth._verify_slots import VerifySlots
 
 
 async def test_waiters_with_a_matched_check_go_first_each_queue_in_order() -> None:

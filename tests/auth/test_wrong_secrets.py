@@ -9,8 +9,8 @@ import dataclasses
 import json
 
 from keylimit import InvalidKey, KeyFormat, KeyManager
-from keylimit._hashing import key_check
 from keylimit._models import KeyType
+from keylimit.auth._hashing import key_check
 from keylimit.stores.memory import MemoryKeyStore
 from tests.abuse._keys import forged
 

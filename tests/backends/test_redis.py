@@ -1,6 +1,6 @@
 """The Redis fast path: one command per admission, a few hundred bytes per identity, exact across clients.
 
-A standalone server is reached through keylimit's own client (``keylimit._resp``), a
+A standalone server is reached through keylimit's own client (``keylimit.redis._client``), a
 cluster through redis-py: every test here runs the same against both where both apply.
 """
 
@@ -16,9 +16,9 @@ import redis
 from redis.asyncio.connection import AbstractConnection
 
 from keylimit import LimitStorageUnavailable
-from keylimit._resp import RespProtocol
 from keylimit.backends._redis_clients import RedisPy
 from keylimit.backends.redis import RedisBackend, decode_state, state_key
+from keylimit.redis._client import RespProtocol
 from tests._redis import RedisCluster, RedisServer, free_port
 from tests.backends.conftest import T0, WINDOW
 
@@ -229,7 +229,7 @@ async def test_a_thousand_concurrent_admissions_over_one_connection_admit_exactl
 
 
 async def test_through_redis_py_more_concurrent_admissions_than_connections_wait_their_turn(redis_url: str) -> None:
-    from keylimit._redis import MAX_CONNECTIONS, redis_client
+    from keylimit.redis._url import MAX_CONNECTIONS, redis_client
 
     backend = RedisBackend(redis_client(redis_url), WINDOW, url=redis_url)
     n = 4 * MAX_CONNECTIONS + 50

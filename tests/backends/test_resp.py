@@ -1,4 +1,4 @@
-"""keylimit's own RESP2 client (``keylimit._resp``): the parser on every reply type however
+"""keylimit's own RESP2 client (``keylimit.redis._client``): the parser on every reply type however
 the replies are cut into reads, and the client against real redis-servers (AUTH, SELECT,
 TLS, a lost connection, a server that stops answering, many callers on one connection)."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from keylimit._resp import (
+from keylimit.redis._client import (
     ConnectFailed,
     ConnectionLost,
     ProtocolViolation,

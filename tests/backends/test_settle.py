@@ -8,11 +8,11 @@ import logging
 import pytest
 
 from keylimit import ManualClock
-from keylimit._redis import redis_client
 from keylimit.backends import LimitBackend
 from keylimit.backends.guarded import GuardedBackend
 from keylimit.backends.memory import MemoryBackend
 from keylimit.backends.redis import RedisBackend
+from keylimit.redis._url import redis_client
 from tests._redis import RedisServer
 from tests.backends.conftest import T0, WINDOW
 from tests.backends.test_redis import sent  # noqa: F401 (fixture)

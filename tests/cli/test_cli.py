@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from keylimit import Hasher, InvalidKey, KeyFormat, KeyStatus, KeyType, Scope
-from keylimit._authenticator import Authenticator
-from keylimit._hashing import CHEAPEST
+from keylimit.auth._authenticator import Authenticator
+from keylimit.auth._hashing import CHEAPEST
 from keylimit.stores.sqlite import SQLiteKeyStore
 
 CHEAP_ARGON2 = {

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from keylimit import Argon2Params, Config, ConfigurationError, Limits
-from keylimit._plans import DEFAULT_PLANS
+from keylimit.ratelimit._plans import DEFAULT_PLANS
 
 
 def test_defaults_match_the_design() -> None:

@@ -10,7 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from keylimit import Config, ManualClock
-from keylimit._hashing import CHEAPEST
+from keylimit.auth._hashing import CHEAPEST
 from keylimit.dashboard import asset, dashboard_app
 from keylimit.demo import demo_server_app
 from keylimit.demo._requests import MODEL_ID

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from keylimit import Config, Limits
-from keylimit._hashing import CHEAPEST
+from keylimit.auth._hashing import CHEAPEST
 from keylimit.demo import MODEL_ID, demo_server_app
 
 from ._hostile import assert_openai_answer, dumps, model_client

@@ -16,8 +16,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from keylimit import Config
-from keylimit._hashing import CHEAPEST
 from keylimit._types import ASGIApp, Receive, Scope, Send
+from keylimit.auth._hashing import CHEAPEST
 from keylimit.demo import MODEL_ID, demo_model_app, demo_server_app
 from tests.proxy._servers import ServerThread
 

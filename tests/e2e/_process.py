@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from keylimit._hashing import CHEAPEST
+from keylimit.auth._hashing import CHEAPEST
 from tests._redis import free_port
 
 KEYLIMIT = [sys.executable, "-m", "keylimit"]

@@ -31,10 +31,10 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 from keylimit import Config, ManualClock, Protect
-from keylimit._hashing import CHEAPEST
-from keylimit._runtime import key_manager
-from keylimit._tokens import EstimatingTokenCounter
 from keylimit._types import Message, Receive, Scope, Send
+from keylimit.auth._hashing import CHEAPEST
+from keylimit.config._build import key_manager
+from keylimit.ratelimit._tokens import EstimatingTokenCounter
 
 START = 1_700_000_040.0  # a minute boundary plus 10 s: one window throughout
 PIECES = ("Once", " upon", " a", " time", " there", " was", " a", " model", ".")

@@ -19,9 +19,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from keylimit import Config, ManualClock, Protect, _diagnostics
-from keylimit._hashing import CHEAPEST
-from keylimit._runtime import key_manager
+from keylimit.auth._hashing import CHEAPEST
 from keylimit.backends.guarded import GuardedBackend
+from keylimit.config._build import key_manager
 from tests._redis import RedisServer
 from tests._sleep import ManualSleep
 

@@ -21,10 +21,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from keylimit import Config, Limits, ManualClock, Protect
-from keylimit._hashing import CHEAPEST
-from keylimit._plans import DEFAULT_PLANS
-from keylimit._runtime import key_manager
+from keylimit.auth._hashing import CHEAPEST
 from keylimit.backends.guarded import GuardedBackend
+from keylimit.config._build import key_manager
+from keylimit.ratelimit._plans import DEFAULT_PLANS
 from keylimit.stores.redis import RedisKeyStore
 from tests._redis import RedisServer
 from tests._sleep import ManualSleep

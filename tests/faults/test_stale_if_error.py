@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from keylimit import InvalidKey, KeyStoreUnavailable
-from keylimit._authenticator import Authenticator
+from keylimit.auth._authenticator import Authenticator
 from keylimit.stores import StoreEvent
 from tests.auth.conftest import Harness, SpyStore
 

@@ -20,8 +20,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 from keylimit import Argon2Params, Config, Limits, ManualClock, Protect
-from keylimit._runtime import key_manager
 from keylimit._types import ASGIApp, Message, Receive, Scope, Send
+from keylimit.config._build import key_manager
 
 CHEAP = Argon2Params(time_cost=1, memory_cost=8, parallelism=1)
 ADMIN = "hostile-admin-session-token"

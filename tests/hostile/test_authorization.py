@@ -10,8 +10,8 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from keylimit._authenticator import MAX_HEADER
-from keylimit._keys import ALPHABET, CRC_LEN, checksum
+from keylimit.auth._authenticator import MAX_HEADER
+from keylimit.auth._keys import ALPHABET, CRC_LEN, checksum
 
 from ._harness import INVALID_KEY_BODY, MISSING_KEY_BODY, USAGE_REPLY, FixedApp, Harness
 from .conftest import CASES

@@ -21,10 +21,10 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from keylimit import _json
-from keylimit._runtime import key_manager
-from keylimit._sse import MAX_EVENT_BYTES
 from keylimit._types import Receive, Scope, Send
+from keylimit.config._build import key_manager
+from keylimit.http import _json
+from keylimit.http._sse import MAX_EVENT_BYTES
 
 from ._harness import Harness, pieces, read_body
 from .conftest import CASES

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from keylimit import Argon2Params, Config, Limits, ManualClock, Protect
-from keylimit._runtime import key_manager
+from keylimit.config._build import key_manager
 from keylimit.demo import MODEL_ID, demo_model_app
 
 CHEAP = Argon2Params(time_cost=1, memory_cost=8, parallelism=1)

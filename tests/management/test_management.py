@@ -12,9 +12,9 @@ from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from keylimit import Config, Hasher, KeyFormat, KeyManager, ManualClock, Principal
-from keylimit._authenticator import Authenticator
-from keylimit._hashing import CHEAPEST
-from keylimit._keys import checksum
+from keylimit.auth._authenticator import Authenticator
+from keylimit.auth._hashing import CHEAPEST
+from keylimit.auth._keys import checksum
 from keylimit.management import management_app, management_app_from_config
 from keylimit.stores.memory import MemoryKeyStore
 from keylimit.stores.sqlite import SQLiteKeyStore

@@ -15,9 +15,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 from keylimit import Config, Limits, ManualClock, Protect
-from keylimit._hashing import CHEAPEST
 from keylimit._models import Scope
-from keylimit._runtime import key_manager
+from keylimit.auth._hashing import CHEAPEST
+from keylimit.config._build import key_manager
 from keylimit.demo import MODEL_ID, demo_model_app
 
 START = 1_700_000_040.0

@@ -9,10 +9,10 @@ import orjson
 import pytest
 
 from keylimit import Limits, LimitStorageUnavailable, ManualClock, Plans
-from keylimit._ratelimit import RateLimitMiddleware
-from keylimit._tokens import EstimatingTokenCounter
 from keylimit.backends import Decision, Vector
 from keylimit.backends.memory import MemoryBackend
+from keylimit.ratelimit._middleware import RateLimitMiddleware
+from keylimit.ratelimit._tokens import EstimatingTokenCounter
 
 from ._apps import Recorder, chat_reply
 from ._asgi import call, principal
@@ -454,7 +454,7 @@ async def test_usage_quoted_inside_the_answer_text_is_not_taken_for_usage(backen
 
 
 async def test_usage_at_the_end_of_a_body_too_big_to_copy(backend, clock, plans, monkeypatch):
-    monkeypatch.setattr("keylimit._taps.JSON_COPY_BYTES", 1_000)
+    monkeypatch.setattr("keylimit.http._taps.JSON_COPY_BYTES", 1_000)
     vectors = [{"object": "embedding", "index": i, "embedding": [0.125] * 50} for i in range(20)]
     reply = {"object": "list", "data": vectors, "usage": {"prompt_tokens": 321, "total_tokens": 321}}
     body = json.dumps(reply).encode()

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from keylimit import ManualClock, Plans
-from keylimit._ratelimit import RateLimitMiddleware
 from keylimit.backends.memory import MemoryBackend
+from keylimit.ratelimit._middleware import RateLimitMiddleware
 
 from ._apps import Recorder, chat_reply
 from ._asgi import call, principal

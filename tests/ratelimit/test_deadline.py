@@ -8,9 +8,9 @@ import asyncio
 
 import pytest
 
-from keylimit._body import receive_body
-from keylimit._deadline import DeadlineExceeded, Deadlines
 from keylimit._types import Message
+from keylimit.http._body import receive_body
+from keylimit.http._deadline import DeadlineExceeded, Deadlines
 
 LIMIT = 0.05
 

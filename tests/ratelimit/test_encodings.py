@@ -24,11 +24,11 @@ from starlette.responses import Response as StarletteResponse
 from starlette.routing import Route
 
 from keylimit import Limits, ManualClock, Plans
-from keylimit._encodings import restrict_accept_encoding
-from keylimit._ratelimit import RateLimitMiddleware
-from keylimit._reading import tap_for
 from keylimit._types import Message, Receive, Scope, Send
 from keylimit.backends.memory import MemoryBackend
+from keylimit.http._encodings import restrict_accept_encoding
+from keylimit.http._reading import tap_for
+from keylimit.ratelimit._middleware import RateLimitMiddleware
 
 from ._apps import chat_reply, chunk, sse
 from ._asgi import Response, call, http_scope, principal
@@ -326,7 +326,7 @@ async def test_an_unreadable_coding_is_charged_not_free(
 ) -> None:
     app = Forced([b"br"], zlib.compress)  # opaque to keylimit, whatever the bytes are
     mw = limited(app)
-    monkeypatch.setattr("keylimit._reading._WARNED", set())
+    monkeypatch.setattr("keylimit.http._reading._WARNED", set())
     caplog.set_level(logging.WARNING, logger="keylimit.limits")
     for _ in range(2):
         app.sent.clear()

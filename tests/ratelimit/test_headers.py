@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from keylimit._headers import openai_duration
+from keylimit.ratelimit._headers import openai_duration
 
 
 @pytest.mark.parametrize(

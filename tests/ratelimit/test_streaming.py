@@ -13,11 +13,11 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from keylimit import ManualClock, Plans
-from keylimit._ratelimit import RateLimitMiddleware
-from keylimit._tokens import EstimatingTokenCounter
 from keylimit._types import PRINCIPAL_SCOPE_KEY, Message, Receive, Scope, Send
 from keylimit.backends.memory import MemoryBackend
 from keylimit.demo import MODEL_ID, demo_model_app
+from keylimit.ratelimit._middleware import RateLimitMiddleware
+from keylimit.ratelimit._tokens import EstimatingTokenCounter
 
 from ._apps import Recorder, Streamer
 from ._asgi import Response, call, principal

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from keylimit._tokens import (
+from keylimit.ratelimit._tokens import (
     IMAGE_LOW_DETAIL_TOKENS,
     IMAGE_TOKENS,
     MESSAGE_TOKENS,

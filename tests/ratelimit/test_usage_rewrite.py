@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keylimit._sse import SSETap
-from keylimit._tokens import EstimatingTokenCounter
-from keylimit._usage import inspect_request
+from keylimit.http._request import inspect_request
+from keylimit.http._sse import SSETap
+from keylimit.ratelimit._tokens import EstimatingTokenCounter
 
 COUNTER = EstimatingTokenCounter()
 BIG = 18446744073709551617  # past 64 bits

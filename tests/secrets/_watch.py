@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from keylimit import Config
-from keylimit._keys import CRC_LEN, SECRET_LEN, KeyFormat, ParsedKey
+from keylimit.auth._keys import CRC_LEN, SECRET_LEN, KeyFormat, ParsedKey
 from keylimit.management import AdminTokenVerifier
 
 FRAGMENT = 16

@@ -26,10 +26,10 @@ from keylimit import (
     open_limit_backend,
 )
 from keylimit._errors import ConfigurationError
-from keylimit._hashing import CHEAPEST, Hasher
-from keylimit._runtime import authenticator, key_manager
 from keylimit._types import Message
+from keylimit.auth._hashing import CHEAPEST, Hasher
 from keylimit.backends.guarded import GuardedBackend
+from keylimit.config._build import authenticator, key_manager
 from keylimit.management import AdminTokenVerifier
 from tests._redis import free_port
 from tests.abuse._apps import inner_app
@@ -305,19 +305,19 @@ _SECRET_WORDS = re.compile(r"token|secret|hash|admin|password|digest", re.IGNORE
 NOT_SECRET_COMPARISONS = {
     # The CRC is computed from the presented token itself: equal or not, the time tells the
     # sender nothing about any stored key (and the checksum is public by design).
-    ("_keys.py", "checksum(body) != token[-CRC_LEN:]"),
+    ("auth/_keys.py", "checksum(body) != token[-CRC_LEN:]"),
 }
 # Where secrets are compared: in constant time.
 CONSTANT_TIME_SITES = {
     # The admin session token against KEYLIMIT_ADMIN_TOKEN.
-    ("management.py", "hmac.compare_digest(token.encode(), self._token)"),
+    ("management/_app.py", "hmac.compare_digest(token.encode(), self._token)"),
     # A lapsed cache entry's hash against the store's, to skip argon2 when unchanged.
-    ("_authenticator.py", "hmac.compare_digest(known.hash, record.hash)"),
+    ("auth/_authenticator.py", "hmac.compare_digest(known.hash, record.hash)"),
     # A token's check value against the stored one, before any argon2.
-    ("_hashing.py", "hmac.compare_digest(check, key_check(token))"),
+    ("auth/_hashing.py", "hmac.compare_digest(check, key_check(token))"),
 }
 # A key against its stored hash: argon2's own verify (argon2-cffi compares in constant time).
-ARGON2_SITES = {("_hashing.py", "self._ph.verify(hashed, token)")}
+ARGON2_SITES = {("auth/_hashing.py", "self._ph.verify(hashed, token)")}
 
 
 def _operand_names(node: ast.AST) -> str:

@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from keylimit import KeyStoreUnavailable
-from keylimit._hashing import CHEAPEST, Hasher
-from keylimit._keys import KeyFormat
 from keylimit._models import Account, KeyRecord, KeyStatus, KeyType, Limits, Scope
+from keylimit.auth._hashing import CHEAPEST, Hasher
+from keylimit.auth._keys import KeyFormat
 from keylimit.stores import KeyStore, StoreEvent
 from keylimit.stores.memory import MemoryKeyStore
 from keylimit.stores.redis import RedisKeyStore

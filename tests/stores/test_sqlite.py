@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from keylimit import ConfigurationError, KeyFormat, KeyStoreUnavailable
-from keylimit._authenticator import Authenticator
-from keylimit._hashing import CHEAPEST, Hasher, key_check
+from keylimit.auth._authenticator import Authenticator
+from keylimit.auth._hashing import CHEAPEST, Hasher, key_check
 from keylimit.stores import open_key_store
 from keylimit.stores.sqlite import SCHEMA_VERSION, SQLiteKeyStore
 from tests.stores.test_contract import make_record

@@ -1,5 +1,5 @@
 """The limit backend's two ways to Redis, behind one small interface (``Commands``):
-keylimit's own pipelined client (``keylimit._resp``) for a standalone server, and a
+keylimit's own pipelined client (``keylimit.redis._client``) for a standalone server, and a
 redis-py client for a cluster or whatever else ``RedisBackend`` is given.
 
 Keys are Redis key names; scripts go by their SHA1 and are loaded again (``SCRIPT LOAD``)
@@ -12,8 +12,8 @@ import asyncio
 import hashlib
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._redis import ClusterGate
-from .._resp import ProtocolViolation, ReplyError, RespClient, RespFailure, pack
+from ..redis._client import ProtocolViolation, ReplyError, RespClient, RespFailure, pack
+from ..redis._url import ClusterGate
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

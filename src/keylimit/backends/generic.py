@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .._errors import ConfigurationError, LimitStorageUnavailable
-from .._redis import redact_url
+from ..redis._url import redact_url
 from . import _window
 from ._base import DIMENSIONS, Decision, Vector
 from ._batch import SettlementBatch

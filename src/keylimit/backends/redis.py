@@ -21,8 +21,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from .._errors import LimitStorageUnavailable
-from .._redis import redact_url, redis_client
-from .._resp import RespClient, RespFailure, Target
+from ..redis._client import RespClient, RespFailure, Target
+from ..redis._url import redact_url, redis_client
 from . import _window
 from ._base import Decision, Vector
 from ._batch import SettlementBatch

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import HTTPError
-from .._json import loads
+from ..http._json import loads
 
 MODEL_ID = "keylimit/demo"
 

@@ -20,13 +20,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from .._config import Config
 from .._models import KeyRecord, KeyStatus
 from .._protect import Protect
-from .._redis import redact_url
-from .._runtime import key_manager
 from .._types import ASGIApp, Receive, Scope, Send
-from ..management import management_app
+from ..config._build import key_manager
+from ..config._config import Config
+from ..management._app import management_app
+from ..redis._url import redact_url
 from ._app import _http_exception, demo_model_app
 from ._requests import MODEL_ID
 

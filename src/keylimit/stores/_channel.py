@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._redis import redact_url
+from ..redis._url import redact_url
 from ._base import StoreEvent
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .._errors import KeyStoreUnavailable
-from .._hashing import CHECK_BYTES
 from .._models import Account, KeyRecord, KeyStatus, KeyType, Limits, Scope
+from ..auth._hashing import CHECK_BYTES
 
 Field = str | float | int | None
 CHECK_LEN = 2 * CHECK_BYTES

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from .._errors import ConfigurationError, KeyStoreUnavailable
 from .._models import Account, KeyRecord, KeyStatus
-from .._redis import ClusterGate, is_cluster, redact_url, redis_client
+from ..redis._url import ClusterGate, is_cluster, redact_url, redis_client
 from ._base import Listener, StoreEvent
 from ._channel import EventChannel
 from ._codec import (

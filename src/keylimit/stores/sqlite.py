@@ -52,7 +52,7 @@ _MIGRATIONS: dict[int, str] = {
         );
         CREATE INDEX IF NOT EXISTS keys_by_account ON keys (account_id, created_at, kid);
     """,
-    # Check values (``_hashing.key_check``). Existing keys have none until their next use;
+    # Check values (``auth._hashing.key_check``). Existing keys have none until their next use;
     # a nullable column is added in place, so no row is rewritten.
     1: 'ALTER TABLE keys ADD COLUMN "check" TEXT',
 }

@@ -1,0 +1,1 @@
+"""Who is calling: the key layer, the key format, argon2, the cache of verified keys."""

@@ -1,0 +1,1 @@
+"""Settings (``Config``), their values, and what they build."""
