@@ -10,12 +10,12 @@ were counted: decoded, without ``Content-Encoding``.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections.abc import Sequence
 
 from .._errors import BadRequest, RequestTooLarge, UnsupportedEncoding
 from .._types import Message, Receive, Scope
 from ._deadline import DeadlineExceeded, Deadlines
+from ._decoders import DecodeError, Decoder, stages
 
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 """Methods whose requests carry a body only when their headers announce one."""
@@ -73,60 +73,35 @@ def too_large(limit: int) -> RequestTooLarge:
     return RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
 
 
-_DECODERS = {
-    b"gzip": 16 + zlib.MAX_WBITS,
-    b"x-gzip": 16 + zlib.MAX_WBITS,
-    b"deflate": zlib.MAX_WBITS,  # zlib-wrapped, as RFC 9110 says; raw deflate is tried too
-}
-
-
 def decode_body(body: bytes, codings: bytes, limit: int) -> bytes:
-    """``body`` with its content codings undone, last applied first, at most ``limit`` bytes.
+    """``body`` with its content codings undone (``_decoders``), at most ``limit`` bytes.
 
     ``UnsupportedEncoding`` (415) for a coding keylimit cannot read, ``BadRequest`` for
-    bytes that are not in their coding, ``RequestTooLarge`` when the decoded body passes
-    ``limit`` (decoding stops there: a small compressed body cannot make a large one).
+    bytes that are not in their coding (corrupt or cut off), ``RequestTooLarge`` when the
+    decoded body passes ``limit`` (decoding stops there: a small compressed body cannot
+    make a large one).
     """
-    for coding in reversed([c.strip().lower() for c in codings.split(b",")]):
-        if coding in (b"", b"identity"):
-            continue
-        wbits = _DECODERS.get(coding)
-        if wbits is None:
-            shown = coding.decode("latin-1")[:32]
-            raise UnsupportedEncoding(
-                f"Request bodies in the content coding {shown!r} are not accepted; send gzip, deflate or none."
-            )
-        body = _decompress(body, wbits, limit, coding)
-    return body
-
-
-def _decompress(body: bytes, wbits: int, limit: int, coding: bytes) -> bytes:
+    kinds = stages(codings)
+    if kinds is None:
+        shown = codings.decode("latin-1")[:64]
+        raise UnsupportedEncoding(
+            f"Request bodies in the content coding {shown!r} are not accepted; send gzip, deflate or none."
+        )
+    decoder = Decoder(kinds)
+    pieces: list[bytes] = []
+    size = 0
     try:
-        return _inflate(body, wbits, limit)
-    except zlib.error:
-        pass
-    if coding == b"deflate":  # some clients send raw deflate under this name
-        try:
-            return _inflate(body, -zlib.MAX_WBITS, limit)
-        except zlib.error:
-            pass
-    raise BadRequest(f"The request body is not valid {coding.decode('latin-1')} data.")
-
-
-def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
-    out = b""
-    while True:
-        decoder = zlib.decompressobj(wbits)
-        out += decoder.decompress(data, limit + 1 - len(out))
-        if len(out) > limit:
-            raise too_large(limit)
-        if not decoder.eof:
-            raise zlib.error("the compressed data ends early")
-        data = decoder.unused_data
-        if not data:
-            return out
-        if wbits <= zlib.MAX_WBITS:  # only gzip holds several members, one after another
-            raise zlib.error("data after the end of the compressed data")
+        for piece in decoder.decode(body):
+            size += len(piece)
+            if size > limit:
+                raise too_large(limit)
+            pieces.append(piece)
+        valid = decoder.complete
+    except DecodeError:
+        valid = False
+    if not valid:
+        raise BadRequest(f"The request body is not valid {codings.decode('latin-1')[:64]} data.")
+    return b"".join(pieces)
 
 
 def replay(body: bytes, receive: Receive) -> Receive:

@@ -38,6 +38,11 @@ class Decoder:
         self._stages = [_Stage(gzip) for gzip in kinds]
         self.decoded = 0
 
+    @property
+    def complete(self) -> bool:
+        """Whether every coded stream fed so far has ended (nothing cut off)."""
+        return all(stage.complete for stage in self._stages)
+
     def decode(self, chunk: bytes) -> Iterator[bytes]:
         pieces: Iterable[bytes] = (chunk,)
         for stage in self._stages:
@@ -62,6 +67,10 @@ class _Stage:
         self._d: zlib._Decompress | None = None
         self._head = b""
         self._done = False
+
+    @property
+    def complete(self) -> bool:
+        return self._done or (self._d is None and not self._head)
 
     def decode(self, data: bytes) -> Iterator[bytes]:
         while not self._done:
