@@ -21,22 +21,28 @@ _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 """Methods whose requests carry a body only when their headers announce one."""
 
 
-def body_headers(method: str, headers: Sequence[tuple[bytes, bytes]]) -> tuple[bool, bytes | None, bytes | None]:
-    """Whether the request may carry a body, its Content-Length and its Content-Encoding, in one pass."""
+def body_headers(
+    method: str, headers: Sequence[tuple[bytes, bytes]]
+) -> tuple[bool, bytes | None, bytes | None, bytes | None]:
+    """In one pass: whether the request may carry a body, its Content-Length, its
+    Content-Encoding, and its Accept-Encoding (what the limiter may have to restrict)."""
     length: bytes | None = None
     coding: bytes | None = None
+    accept: bytes | None = None
     chunked = False
     for name, value in headers:
         if name == b"content-length":
             if length is None:
                 length = value
+        elif name == b"accept-encoding":
+            accept = value
         elif name == b"content-encoding":
             coding = value if coding is None else coding + b"," + value
         elif name == b"transfer-encoding":
             chunked = True
     if method in _NO_BODY and not chunked and (length is None or length.strip() in (b"", b"0")):
-        return False, length, coding
-    return True, length, coding
+        return False, length, coding, accept
+    return True, length, coding, accept
 
 
 async def receive_body(receive: Receive, limit: int, deadlines: Deadlines | None) -> bytes | None:

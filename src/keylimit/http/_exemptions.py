@@ -37,7 +37,10 @@ class Exemptions:
 
     def __call__(self, scope: Scope) -> bool:
         path: str = scope["path"]
-        if path in self.open_paths or self.is_management(path):
+        if path in self.open_paths:
+            return True
+        prefix = self._management_prefix  # is_management, written out: this runs on every request
+        if prefix is not None and (path.startswith(prefix) or path == self.management_path):
             return True
         return scope.get("method") == "OPTIONS" and is_preflight(scope["headers"])
 

@@ -116,19 +116,21 @@ class JSONTap(Tap):
 
     def _finish(self, body: bytes, *, whole: bool = True) -> None:
         if whole and len(body) <= JSON_PARSE_BYTES:
-            with contextlib.suppress(ValueError, RecursionError):
+            try:  # not contextlib.suppress: this runs on every JSON answer
                 obj = _json.loads(body)
-                usage = obj.get("usage") if isinstance(obj, dict) else None
-                if isinstance(usage, dict):
-                    self.usage = usage
-                else:
-                    self._read(obj)  # no usage: the text, to count
+            except ValueError:
+                return
+            usage = obj.get("usage") if isinstance(obj, dict) else None
+            if isinstance(usage, dict):
+                self.usage = usage
+            else:
+                self._read(obj)  # no usage: the text, to count
             return
         # Reading usage from the text of a large body is cheaper than parsing it; the
         # whole body is parsed only when there is none, for the text to count.
         self.usage = _usage_after_key(body)
         if self.usage is None and whole:
-            with contextlib.suppress(ValueError, RecursionError):
+            with contextlib.suppress(ValueError):
                 self._read(_json.loads(body))
 
 

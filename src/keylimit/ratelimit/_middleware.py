@@ -130,7 +130,7 @@ class RateLimitMiddleware:
 
         request: TokenRequest | None = None
         refused: HTTPError | None = None  # a body too large, too slow or unreadable: answered after counting
-        expected, length, coding = body_headers(scope["method"], scope["headers"])
+        expected, length, coding, accept = body_headers(scope["method"], scope["headers"])
         if expected:
             limit = self.max_body_bytes
             try:
@@ -195,9 +195,10 @@ class RateLimitMiddleware:
             return
 
         # The app is asked only for content codings whose usage can be read.
-        accepted = restrict_accept_encoding(scope["headers"], request.strip_usage)
-        if accepted is not scope["headers"]:
-            scope = {**scope, "headers": accepted}
+        if accept is not None or request.strip_usage:
+            accepted = restrict_accept_encoding(scope["headers"], request.strip_usage)
+            if accepted is not scope["headers"]:
+                scope = {**scope, "headers": accepted}
 
         # A token-bearing request: the response is read as it passes, then settled.
         tap: Tap | None = None
@@ -215,7 +216,7 @@ class RateLimitMiddleware:
                 if out is not chunk:
                     if not out and more:
                         return
-                    message = {**message, "body": out}
+                    message["body"] = out
                 await send(message)
                 tap.commit()
                 return
