@@ -92,7 +92,7 @@ async def embeddings(request: Request) -> Response:
         data.append(embedding(i, embed(seed, req.dimensions), req.base64))
         prompt_tokens += tokens
     usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
-    # orjson writes floats about ten times faster than the standard library's JSONResponse.
+    # orjson, not JSONResponse's standard library: floats are most of this answer.
     body = orjson.dumps({"object": "list", "data": data, "model": MODEL_ID, "usage": usage})
     return Response(body, media_type="application/json")
 

@@ -17,8 +17,8 @@ _MAX_CHOICES = 128
 _MAX_STOPS = 4
 _MAX_INPUTS = 2048
 _MAX_DIMENSIONS = 4096
-# Every number is made and written on the event loop: 2**16 of them take tens of milliseconds,
-# where 2048 inputs of 4096 dimensions took seconds and a 180 MB answer.
+# Every number is made and written on the event loop: a bound on inputs times dimensions keeps
+# one request from holding it (2048 inputs of 4096 dimensions each would not).
 _MAX_NUMBERS = 2**16
 
 
