@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 
 from ._decoders import DecodeError, Decoder, stages
-from ._request import is_json
 from ._sse import SSETap
 from ._taps import JSONTap, Tap
 
@@ -150,3 +149,9 @@ def tap_kind(content_type: bytes) -> type[Tap] | None:
     if is_json(content_type):
         return JSONTap
     return None
+
+
+def is_json(content_type: bytes) -> bool:
+    """A JSON media type (``application/json``, ``…+json``), parameters aside."""
+    media = content_type.partition(b";")[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")

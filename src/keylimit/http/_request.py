@@ -121,8 +121,3 @@ def token_count(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value if value <= MAX_RESERVE else MAX_RESERVE
     return None
-
-
-def is_json(content_type: bytes) -> bool:
-    media = content_type.partition(b";")[0].strip().lower()
-    return media == b"application/json" or media.endswith(b"+json")
