@@ -13,10 +13,6 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 from limits.aio.storage import MemoryStorage
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from keylimit import Config, ManualClock, Protect, _diagnostics
 from keylimit.auth._hashing import CHEAPEST
@@ -25,20 +21,10 @@ from keylimit.config._build import key_manager
 from tests._redis import RedisServer
 from tests._sleep import ManualSleep
 
+from ._apps import app, bearer
+
 START = 1_700_000_040.0  # a minute boundary: the whole test stays in one window
 FREE_REQUESTS = 60  # the default plan's requests per minute
-
-
-async def whoami(request: Request) -> JSONResponse:
-    return JSONResponse({"account": request.user.account_id})
-
-
-def app() -> Starlette:
-    return Starlette(routes=[Route("/whoami", whoami)])
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
 
 
 def client(protect: Protect) -> httpx.AsyncClient:

@@ -15,10 +15,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from keylimit import Config, Limits, ManualClock, Protect
 from keylimit.auth._hashing import CHEAPEST
@@ -29,6 +25,8 @@ from keylimit.stores.redis import RedisKeyStore
 from tests._redis import RedisServer
 from tests._sleep import ManualSleep
 
+from ._apps import app, bearer
+
 pytestmark = pytest.mark.redis
 
 CLIENTS = 4
@@ -38,18 +36,6 @@ START = 1_700_000_040.0  # a minute boundary plus 10 s: the whole test stays in 
 FREE = Limits(100_000, 10**9, 10**8)  # large enough that steady traffic never meets a 429
 STARTER = Limits(200_000, 2 * 10**9, 2 * 10**8)
 WAIT = 10.0  # bound on waiting for the subscriber (real time; it backs off at most 5 s)
-
-
-async def whoami(request: Request) -> JSONResponse:
-    return JSONResponse({"account": request.user.account_id})
-
-
-def app() -> Starlette:
-    return Starlette(routes=[Route("/whoami", whoami)])
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
